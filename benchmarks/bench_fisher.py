@@ -1,0 +1,149 @@
+"""How long does the Fisher take, compared with one training epoch and with a batch-size-1 loop?
+
+    python benchmarks/bench_fisher.py [--quick] [--samples N] [--repeats R]
+
+Random MNIST-shaped data (N = 30000 samples of 784 pixels in [0, 1], 5 or 10 classes). For each network,
+in ONE process, interleaved round by round so that load on a shared machine hits all of them alike:
+  * one plain training epoch: Adam (lr 1e-3), batch 128, cross-entropy, over the same N samples;
+  * fisher_diagonal for each estimator, at each internal batch size (the best one is reported);
+  * the straightforward per-sample loop (batch size 1, autograd.grad on log p; for ``exact`` a loop over
+    classes weighted by p) on a subset, extrapolated to N; it is also the correctness reference.
+Times are medians over repeats. Targets (performance issue): exact <= 1.0 epoch, sampled/empirical
+<= 0.5 epoch, and >= 100x faster than the batch-size-1 loop.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout, uninstalled
+from forgetless.fisher import fisher_diagonal  # noqa: E402
+
+NETWORKS = {"784-128-5 (seed)": ((128,), 5), "784-400-400-10": ((400, 400), 10),
+            "784-1000-1000-10": ((1000, 1000), 10)}
+ESTIMATORS = ("exact", "sampled", "empirical", "batched")
+TARGET = {"exact": 1.0, "sampled": 0.5, "empirical": 0.5}
+
+
+def mlp(hidden: tuple[int, ...], classes: int) -> nn.Module:
+    layers, width = [], 784
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    return nn.Sequential(*layers, nn.Linear(width, classes))
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def train_epoch(model, opt, x, y, batch=128) -> None:
+    model.train()
+    order = torch.randperm(len(x))
+    for i in range(0, len(x), batch):
+        idx = order[i:i + batch]
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def loop_fisher(model, x, y, estimator) -> dict[str, torch.Tensor]:
+    """The batch-size-1 reference (sampled costs what empirical costs: one gradient per sample)."""
+    model.eval()
+    params = [p for p in model.parameters() if p.requires_grad]
+    total = [torch.zeros_like(p) for p in params]
+    for i in range(len(x)):
+        logp = torch.log_softmax(model(x[i:i + 1]), dim=1)[0]
+        terms = [(float(logp[c].detach().exp()), c) for c in range(len(logp))] if estimator == "exact" \
+            else [(1.0, int(y[i]))]
+        for w, c in terms:
+            for t, g in zip(total, torch.autograd.grad(logp[c], params, retain_graph=True)):
+                t.add_(g.square(), alpha=w)
+    return {n: t / len(x) for (n, _), t in zip(model.named_parameters(), total)}
+
+
+def rel_error(a: dict, b: dict) -> float:
+    return max(float((a[n] - b[n]).abs().max() / b[n].abs().max()) for n in b)
+
+
+def bench(name, hidden, classes, n, repeats, loop_n, batch_sizes):
+    torch.manual_seed(0)
+    x, y = torch.rand(n, 784), torch.randint(0, classes, (n,))
+    model = mlp(hidden, classes)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batches = {bs: [(x[i:i + bs], y[i:i + bs]) for i in range(0, n, bs)] for bs in batch_sizes}
+    runs = {"epoch": lambda: train_epoch(model, opt, x, y)}
+    for est in ESTIMATORS:
+        for bs in batch_sizes:
+            runs[(est, bs)] = lambda est=est, bs=bs: fisher_diagonal(model, batches[bs], estimator=est)
+    for fn in runs.values():  # warm-up: allocator, vmap and autograd caches
+        fn()
+    times = {key: [] for key in runs}
+    for _ in range(repeats):  # interleaved rounds
+        for key, fn in runs.items():
+            times[key].append(timed(fn))
+    t = {key: statistics.median(v) for key, v in times.items()}
+
+    # the bs-1 loop on a subset, in `repeats` chunks; extrapolated to n; doubles as the reference
+    loop, errors = {}, {}
+    sub = max(1, loop_n // repeats)
+    for est in ("exact", "empirical"):
+        chunk_times = []
+        for r in range(repeats):
+            xs, ys = x[r * sub:(r + 1) * sub], y[r * sub:(r + 1) * sub]
+            chunk_times.append(timed(lambda: loop_fisher(model, xs, ys, est)))
+        loop[est] = statistics.median(chunk_times) * n / sub
+        ref = loop_fisher(model, x[:sub], y[:sub], est)
+        errors[est] = rel_error(fisher_diagonal(model, (x[:sub], y[:sub]), estimator=est), ref)
+    loop["sampled"] = loop["empirical"]
+
+    epoch = t["epoch"]
+    print(f"\n{name}: N={n}, {classes} classes; one training epoch (Adam, batch 128) = {epoch:.3f} s")
+    print(f"  {'estimator':<10} {'best batch':>10} {'Fisher s':>9} {'Fisher/epoch':>13} {'target':>7} "
+          f"{'bs-1 loop s':>12} {'loop/Fisher':>12}   all batch sizes (s)")
+    for est in ESTIMATORS:
+        best = min(batch_sizes, key=lambda bs: t[(est, bs)])
+        tf = t[(est, best)]
+        ratio = tf / epoch
+        target = TARGET.get(est)
+        verdict = "" if target is None else ("ok" if ratio <= target else "MISS") + f"<={target}"
+        lp = f"{loop[est]:12.1f} {loop[est] / tf:11.0f}x" if est in loop else f"{'-':>12} {'-':>12}"
+        sizes = ", ".join(f"{bs}: {t[(est, bs)]:.3f}" for bs in batch_sizes)
+        print(f"  {est:<10} {best:>10} {tf:9.3f} {ratio:12.2f}x {verdict:>7} {lp}   {sizes}")
+    print(f"  max relative error vs the bs-1 loop on {sub} samples: "
+          + ", ".join(f"{e} {v:.1e}" for e, v in errors.items()))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="N=3000, 2 repeats, 60-sample loop: a smoke run")
+    ap.add_argument("--samples", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    n = args.samples or (3000 if args.quick else 30000)
+    repeats = args.repeats or (2 if args.quick else 3)
+    loop_n = 60 if args.quick else 300
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, Python {platform.python_version()}, {torch.get_num_threads()} threads, "
+          f"float32, CPU; load average before: {os.getloadavg()[0]:.1f}")
+    for name, (hidden, classes) in NETWORKS.items():
+        bench(name, hidden, classes, n, repeats, loop_n, batch_sizes=(512, 1024, 2048))
+    print(f"\nload average after: {os.getloadavg()[0]:.1f} (other processes on the machine inflate all times)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,32 @@
+"""forgetless: continual learning without catastrophic forgetting, for any PyTorch training loop.
+
+    ewc = forgetless.EWC(strength=1e3)
+    loss = task_loss + ewc.penalty(model)       # exactly 0 before the first consolidate
+    ...
+    ewc.consolidate(model, task_batches)         # end of a task: Fisher + anchor
+
+Importing this package pulls in torch and nothing heavier (no matplotlib).
+"""
+from .fisher import ESTIMATORS, fisher_diagonal
+from .quadratic import merge_quadratic, quadratic_penalty
+from .regularizers import EWC, L2, REGULARIZERS, Regularizer
+from .regularizers import MAS, SI, OnlineEWC
+from . import metrics
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ESTIMATORS",
+    "EWC",
+    "L2",
+    "MAS",
+    "OnlineEWC",
+    "REGULARIZERS",
+    "Regularizer",
+    "SI",
+    "fisher_diagonal",
+    "merge_quadratic",
+    "metrics",
+    "quadratic_penalty",
+    "__version__",
+]

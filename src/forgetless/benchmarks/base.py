@@ -1,0 +1,72 @@
+"""Plain data: no hidden "current task" counter, nothing advances when you read it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Split:
+    """Inputs (float32, N×784, pixels in [0, 1]) and targets (int64 indices into the task's outputs)."""
+
+    x: Tensor
+    y: Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise ValueError(f"Split: {len(self.x)} inputs but {len(self.y)} targets")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task of a sequence.
+
+    ``classes`` are the original labels (e.g. digits) in this task; ``outputs`` the indices of the
+    network outputs the task uses (its head or its slice of a shared head).
+    """
+
+    name: str
+    train: Split
+    valid: Split
+    test: Split
+    classes: tuple[int, ...]
+    outputs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A named sequence of tasks; ``n_outputs`` is the width of the network's output layer."""
+
+    name: str
+    tasks: tuple[Task, ...]
+    n_outputs: int
+    scenario: str
+
+
+def to_inputs(images: np.ndarray) -> Tensor:
+    """uint8 (N, 28, 28) → float32 (N, 784) in [0, 1]."""
+    return torch.from_numpy(images.reshape(len(images), -1)).float().div_(255.0)
+
+
+def split_train_valid(
+    x: Tensor, y: Tensor, valid_fraction: float, generator: torch.Generator
+) -> tuple[Split, Split]:
+    """Hold a seeded random ``valid_fraction`` out of the training data for model selection."""
+    if not 0.0 < valid_fraction < 1.0:
+        raise ValueError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
+    order = torch.randperm(len(y), generator=generator)
+    n_valid = max(1, int(round(valid_fraction * len(y))))
+    valid, train = order[:n_valid], order[n_valid:]
+    return Split(x[train], y[train]), Split(x[valid], y[valid])
+
+
+def select(x: Tensor, labels: Tensor, keep: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
+    mask = keep(labels)
+    return x[mask], labels[mask]

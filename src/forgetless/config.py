@@ -1,0 +1,112 @@
+"""Strict typed configs: a file or a flag may only set a field that exists, with a value of its type."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """An unknown key, a wrong type or an unreadable config file."""
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file into a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover
+                import tomli as tomllib
+            content = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            content = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config file {path}: use a .toml, .yaml or .yml file")
+    except ConfigError:
+        raise
+    except Exception as err:  # the parsers' own errors say where the problem is
+        raise ConfigError(f"config file {path} could not be parsed: {err}") from None
+    if not isinstance(content, dict):
+        raise ConfigError(f"config file {path} must hold a table of settings, not {type(content).__name__}")
+    return content
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    """Check ``value`` against a (simple) type annotation, converting lists to tuples."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in args:
+            try:
+                return _coerce(name, value, option)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{name}: {value!r} is not a valid value (expected {_describe(annotation)})")
+    if annotation is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{name}: expected nothing, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}: expected a list, got {value!r}")
+        item_type = args[0] if args else Any
+        return tuple(_coerce(name, v, item_type) for v in value)
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(map(repr, args))}")
+    if annotation is Any:
+        return value
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool):
+        if isinstance(value, annotation) and not (annotation is int and isinstance(value, bool)):
+            return value
+        raise ConfigError(f"{name}: expected {annotation.__name__}, got {value!r}")
+    return value
+
+
+def _describe(annotation: Any) -> str:
+    return str(annotation).replace("typing.", "")
+
+
+def build_config(cls: type[T], *layers: Mapping[str, Any]) -> T:
+    """Defaults ← each layer in order (e.g. the file, then the flags); unknown keys are errors.
+
+    Example:
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class C:
+        ...     lr: float = 0.1
+        >>> build_config(C, {"lr": 1})
+        C(lr=1.0)
+        >>> build_config(C, {"learning_rate": 1})  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        ...
+        forgetless.config.ConfigError: unknown setting 'learning_rate'; valid settings: lr
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            name = key.replace("-", "_")
+            if name not in fields:
+                raise ConfigError(f"unknown setting {key!r}; valid settings: {', '.join(sorted(fields))}")
+            values[name] = _coerce(name, value, hints[name])
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise ConfigError(str(err)) from None

@@ -1,0 +1,34 @@
+"""Offline-first MNIST and Fashion-MNIST loading.
+
+Every failure raises :class:`DataError` with a one-line message saying what is wrong and how to
+fix it. Nothing touches the network unless ``load_mnist(download=True)`` is called. Logs go to
+the ``forgetless.data`` logger.
+
+Example:
+    >>> from forgetless.data import load_mnist
+    >>> data = load_mnist()  # doctest: +SKIP
+    >>> data.train_images.shape, data.test_labels.shape  # doctest: +SKIP
+    ((60000, 28, 28), (10000,))
+"""
+
+from ._common import DataError, ImageData, resolve_cache_dir
+from .download import DEFAULT_MIRRORS, MNIST_IDX_SHA256, download_mnist
+from .fashion import load_fashion_mnist
+from .idx import encode_idx, load_idx_dir, load_idx_pair, read_idx, write_idx
+from .mnist import load_mnist
+
+__all__ = [
+    "DEFAULT_MIRRORS",
+    "DataError",
+    "ImageData",
+    "MNIST_IDX_SHA256",
+    "download_mnist",
+    "encode_idx",
+    "load_fashion_mnist",
+    "load_idx_dir",
+    "load_idx_pair",
+    "load_mnist",
+    "read_idx",
+    "resolve_cache_dir",
+    "write_idx",
+]

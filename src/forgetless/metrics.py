@@ -1,0 +1,116 @@
+"""Continual-learning metrics: pure functions of the accuracy matrix.
+
+``R`` is a (T, T) array with ``R[t, k]`` = test accuracy on task k after training on tasks 0..t,
+values in [0, 1]. Row t is one evaluation of every task (learned or not yet) after task t; the
+diagonal is each task just after it was learned; the last row is the end of the run.
+
+Every function validates its input (2-D, square, finite, in [0, 1]; ``ValueError`` otherwise),
+never modifies it, and returns a Python float. Metrics that compare against earlier tasks
+(forgetting, backward and forward transfer) have no tasks to average over when T = 1: they
+return ``nan`` there rather than raise, so that ``summarize`` works on one-task runs.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+__all__ = ["average_accuracy", "average_forgetting", "backward_transfer", "forward_transfer", "summarize"]
+
+
+def _check_probabilities(name: str, values: np.ndarray) -> None:
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{name} must be finite")
+    if values.size and (values.min() < 0 or values.max() > 1):
+        raise ValueError(f"{name} holds accuracies, which must lie in [0, 1]; got range "
+                         f"[{values.min():g}, {values.max():g}]")
+
+
+def _matrix(R: ArrayLike) -> np.ndarray:
+    # np.array copies, so nothing below can write into the caller's array.
+    R = np.array(R, dtype=np.float64)
+    if R.ndim != 2 or R.shape[0] != R.shape[1] or R.shape[0] == 0:
+        raise ValueError(f"R must be a non-empty square (T, T) matrix, got shape {R.shape}")
+    _check_probabilities("R", R)
+    return R
+
+
+def average_accuracy(R: ArrayLike) -> float:
+    """Mean accuracy over all tasks after the last one: (1/T) Σ_k R[T−1, k].
+
+    Example:
+        >>> average_accuracy([[0.9, 0.1], [0.6, 0.8]])
+        0.7
+    """
+    R = _matrix(R)
+    return float(R[-1].mean())
+
+
+def average_forgetting(R: ArrayLike) -> float:
+    """Mean drop from each old task's best accuracy to its final one (Chaudhry et al. 2018, RWalk).
+
+    (1/(T−1)) Σ_{k<T−1} [max_{t<T−1} R[t, k] − R[T−1, k]]. As in the paper the max runs over every
+    earlier evaluation, including those before task k was learned. ``nan`` when T = 1.
+
+    Example:
+        >>> round(average_forgetting([[0.9, 0.1], [0.6, 0.8]]), 6)
+        0.3
+    """
+    R = _matrix(R)
+    if len(R) == 1:
+        return math.nan
+    best = R[:-1, :-1].max(axis=0)
+    return float((best - R[-1, :-1]).mean())
+
+
+def backward_transfer(R: ArrayLike) -> float:
+    """Mean change on old tasks since they were learned (Lopez-Paz & Ranzato 2017, GEM).
+
+    (1/(T−1)) Σ_{k<T−1} [R[T−1, k] − R[k, k]]; negative values are forgetting. ``nan`` when T = 1.
+
+    Example:
+        >>> round(backward_transfer([[0.9, 0.1], [0.6, 0.8]]), 6)
+        -0.3
+    """
+    R = _matrix(R)
+    if len(R) == 1:
+        return math.nan
+    return float((R[-1, :-1] - np.diag(R)[:-1]).mean())
+
+
+def forward_transfer(R: ArrayLike, baseline: ArrayLike) -> float:
+    """Mean head start on each task before it is learned (Lopez-Paz & Ranzato 2017, GEM).
+
+    (1/(T−1)) Σ_{k≥1} [R[k−1, k] − b[k]], with ``baseline`` b[k] the accuracy on task k of the
+    randomly initialised model (b[0] is not used but must be given). ``nan`` when T = 1.
+
+    Example:
+        >>> round(forward_transfer([[0.9, 0.3], [0.6, 0.8]], [0.5, 0.2]), 6)
+        0.1
+    """
+    R = _matrix(R)
+    b = np.array(baseline, dtype=np.float64)
+    if b.shape != (len(R),):
+        raise ValueError(f"baseline must have one accuracy per task, shape ({len(R)},), got {b.shape}")
+    _check_probabilities("baseline", b)
+    if len(R) == 1:
+        return math.nan
+    return float((np.diag(R, k=1) - b[1:]).mean())
+
+
+def summarize(R: ArrayLike, baseline: ArrayLike | None = None) -> dict[str, float]:
+    """All the metrics above by name; ``forward_transfer`` only when ``baseline`` is given.
+
+    Example:
+        >>> {k: round(v, 6) for k, v in summarize([[0.9, 0.1], [0.6, 0.8]]).items()}
+        {'average_accuracy': 0.7, 'average_forgetting': 0.3, 'backward_transfer': -0.3}
+    """
+    summary = {
+        "average_accuracy": average_accuracy(R),
+        "average_forgetting": average_forgetting(R),
+        "backward_transfer": backward_transfer(R),
+    }
+    if baseline is not None:
+        summary["forward_transfer"] = forward_transfer(R, baseline)
+    return summary

@@ -1,0 +1,102 @@
+"""Figures. Functions return a matplotlib Figure; the caller decides where it goes."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def seed_bars(result: dict[str, Any]):
+    """Bar chart: test accuracy on A and B per procedure, the post's numbers as markers."""
+    plt = _pyplot()
+    names = list(result["procedures"])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.38
+    for i, task in enumerate(("A", "B")):
+        xs = [j + (i - 0.5) * width for j in range(len(names))]
+        ours = [result["procedures"][n]["accuracy"][task] for n in names]
+        ax.bar(xs, ours, width, label=f"task {task} (forgetless)", color=f"C{i}")
+        post = [result["post"][n][task] for n in names]
+        ax.scatter(xs, post, marker="_", s=400, color="black", zorder=3,
+                   label="the post's numbers" if i == 0 else None)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("test accuracy")
+    c = result["config"]
+    ax.set_title(f"Even → odd MNIST, protocol {c['protocol']}, EWC λ={c['strength']:g}")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_heatmap(matrix, task_names, title: str = ""):
+    """Heat map of R[t, k] (rows: after training task t; columns: accuracy on task k)."""
+    import numpy as np
+
+    plt = _pyplot()
+    R = np.asarray(matrix, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(task_names), 0.8 + 0.55 * len(task_names)))
+    image = ax.imshow(R, vmin=0, vmax=1, cmap="viridis")
+    for t in range(R.shape[0]):
+        for k in range(R.shape[1]):
+            ax.text(k, t, f"{R[t, k]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if R[t, k] < 0.6 else "black")
+    ax.set_xticks(range(len(task_names)), task_names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(task_names)), task_names, fontsize=8)
+    ax.set_xlabel("accuracy on task k")
+    ax.set_ylabel("after training task t")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+def task_curves(mean_matrix, task_names, title: str = "", std_matrix=None):
+    """Accuracy on each task (one line per task) as the sequence goes on."""
+    import numpy as np
+
+    plt = _pyplot()
+    R = np.asarray(mean_matrix, dtype=float)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = np.arange(1, R.shape[0] + 1)
+    for k, name in enumerate(task_names):
+        ys = R[k:, k]
+        ax.plot(steps[k:], ys, marker="o", label=name)
+        if std_matrix is not None:
+            s = np.asarray(std_matrix, dtype=float)[k:, k]
+            ax.fill_between(steps[k:], ys - s, ys + s, alpha=0.15)
+    ax.plot(steps, [R[t, : t + 1].mean() for t in range(R.shape[0])], "k--", lw=2, label="average (seen tasks)")
+    ax.set_xticks(steps, task_names, rotation=45, ha="right", fontsize=8)
+    ax.set_xlabel("after training task")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def method_bars(rows: dict[str, tuple[float, float]], title: str = "", reference: dict[str, float] | None = None):
+    """Average accuracy (mean ± std) per method; ``reference`` values drawn as markers."""
+    plt = _pyplot()
+    names = list(rows)
+    fig, ax = plt.subplots(figsize=(1.5 + 1.0 * len(names), 4))
+    ax.bar(range(len(names)), [rows[n][0] for n in names], yerr=[rows[n][1] for n in names], capsize=4, color="C0")
+    if reference:
+        xs = [i for i, n in enumerate(names) if n in reference]
+        ax.scatter(xs, [reference[names[i]] for i in xs], marker="_", s=400, color="black", zorder=3,
+                   label="published")
+        ax.legend(fontsize=8)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("average accuracy")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

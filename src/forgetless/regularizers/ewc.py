@@ -1,0 +1,105 @@
+"""Elastic Weight Consolidation (Kirkpatrick et al. 2017, PNAS), one penalty per task.
+
+After task t the loss on later tasks gets (λ/2) Σ_t Σ_i F_{t,i} (θ_i − θ*_{t,i})², F_t the diagonal
+Fisher of task t at its optimum θ*_t. The per-task terms are folded into one quadratic
+(``merge_quadratic``), so the penalty costs the same after 1 or 100 tasks and its value is exact.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..fisher import ESTIMATORS, fisher_diagonal
+from ..quadratic import merge_quadratic, quadratic_penalty
+from .base import Batches, OutputTransform, Regularizer, check_strength, snapshot, trainable_parameters
+
+
+class EWC(Regularizer):
+    """EWC with separate per-task penalties.
+
+    Args:
+        strength: λ, the weight of the penalty (the paper's λ; the loss adds (λ/2)·Σ F (θ−θ*)²).
+        estimator: how the Fisher is computed: ``exact`` (default), ``sampled``, ``empirical``
+            or ``batched`` (see :func:`forgetless.fisher_diagonal`).
+        fisher_samples: use at most this many samples of the task's data for the Fisher
+            (``None``: all of it).
+        seed: seeds the label draws of the ``sampled`` estimator.
+
+    Example:
+        >>> import torch, forgetless
+        >>> model = torch.nn.Linear(4, 3)
+        >>> ewc = forgetless.EWC(strength=100.0)
+        >>> float(ewc.penalty(model))
+        0.0
+        >>> data = [(torch.randn(8, 4), torch.randint(0, 3, (8,)))]
+        >>> ewc.consolidate(model, data)
+        >>> float(ewc.penalty(model))   # still at the anchor
+        0.0
+        >>> with torch.no_grad():
+        ...     _ = model.weight.add_(0.1)
+        >>> bool(ewc.penalty(model) > 0)
+        True
+    """
+
+    name = "ewc"
+    _state_keys = ("importance", "anchor")
+    _scalar_keys = ("constant",)
+
+    def __init__(
+        self,
+        strength: float = 1000.0,
+        *,
+        estimator: str = "exact",
+        fisher_samples: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"unknown Fisher estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+        if fisher_samples is not None and fisher_samples < 1:
+            raise ValueError(f"fisher_samples must be >= 1 or None, got {fisher_samples}")
+        self.strength = check_strength("strength", strength)
+        self.estimator = estimator
+        self.fisher_samples = fisher_samples
+        self.seed = seed
+        # Ω = Σ_t F_t, μ = Ω-weighted mean of the anchors, c = what is left of the per-task terms.
+        self.importance: dict[str, Tensor] = {}
+        self.anchor: dict[str, Tensor] = {}
+        self.constant = torch.zeros(())
+
+    def penalty(self, model: nn.Module) -> Tensor:
+        if self.tasks_seen == 0:
+            return self._zero(model)
+        quad = quadratic_penalty(trainable_parameters(model), self.anchor, self.importance)
+        return 0.5 * self.strength * (quad + self.constant.to(quad.device))
+
+    def consolidate(
+        self, model: nn.Module, data: Batches | None = None, *, output_transform: OutputTransform | None = None
+    ) -> None:
+        if data is None:
+            raise ValueError("EWC.consolidate needs the task's data to compute the Fisher")
+        generator = torch.Generator().manual_seed(self.seed + self.tasks_seen)
+        fisher = fisher_diagonal(
+            model, data, estimator=self.estimator, output_transform=output_transform,
+            generator=generator, max_samples=self.fisher_samples,
+        )
+        theta = snapshot(model)
+        if self.tasks_seen == 0:
+            self.importance, self.anchor = fisher, theta
+        else:
+            constant = self.constant
+            for name in fisher:
+                self.importance[name], self.anchor[name], c = merge_quadratic(
+                    self.importance[name], self.anchor[name], fisher[name], theta[name]
+                )
+                constant = constant + c.cpu()
+            self.constant = constant
+        self.tasks_seen += 1
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {
+            "strength": self.strength, "estimator": self.estimator,
+            "fisher_samples": self.fisher_samples, "seed": self.seed,
+        }

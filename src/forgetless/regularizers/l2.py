@@ -1,0 +1,54 @@
+"""L2 anchor: (λ/2)·‖θ − θ*‖² around the parameters after the last task.
+
+The seed post's version used the (unsquared) Euclidean norm per tensor, whose gradient at θ = θ*
+is 0/0 and turns the weights NaN on the first step; this is the squared form.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..quadratic import quadratic_penalty
+from .base import Batches, OutputTransform, Regularizer, check_strength, snapshot, trainable_parameters
+
+
+class L2(Regularizer):
+    """Every parameter pulled equally towards its value after the latest task.
+
+    Args:
+        strength: λ; the loss adds (λ/2)·Σ_i (θ_i − θ*_i)². The seed post's 0.5·Σ‖θ−θ_A‖² is
+            ``strength=1``.
+
+    Example:
+        >>> import torch, forgetless
+        >>> model = torch.nn.Linear(2, 1, bias=False)
+        >>> l2 = forgetless.L2(strength=2.0)
+        >>> l2.consolidate(model)
+        >>> with torch.no_grad():
+        ...     _ = model.weight.add_(1.0)
+        >>> float(l2.penalty(model))    # (2/2) * (1² + 1²)
+        2.0
+    """
+
+    name = "l2"
+    _state_keys = ("anchor",)
+
+    def __init__(self, strength: float = 1.0) -> None:
+        super().__init__()
+        self.strength = check_strength("strength", strength)
+        self.anchor: dict[str, Tensor] = {}
+
+    def penalty(self, model: nn.Module) -> Tensor:
+        if self.tasks_seen == 0:
+            return self._zero(model)
+        return 0.5 * self.strength * quadratic_penalty(trainable_parameters(model), self.anchor)
+
+    def consolidate(
+        self, model: nn.Module, data: Batches | None = None, *, output_transform: OutputTransform | None = None
+    ) -> None:
+        self.anchor = snapshot(model)
+        self.tasks_seen += 1
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"strength": self.strength}

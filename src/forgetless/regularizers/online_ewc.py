@@ -1,0 +1,110 @@
+"""Online EWC (Schwarz et al. 2018, "Progress & Compress", ICML; van de Ven et al. 2019): one
+running Fisher and one anchor, however many tasks.
+
+After task t: F ← γ·F + F_t and θ* ← θ_t, so F = Σ_s γ^{t−s} F_s; the loss on later tasks gets
+(λ/2)·Σ_i F_i (θ_i − θ*_i)². Unlike :class:`~forgetless.EWC` every old task is pulled towards the
+*latest* parameters, which is what makes the state one task's worth.
+
+Convention: Schwarz et al.'s compress-step penalty ½‖θ − θ*_{k−1}‖²_{γF*_{k−1}} and van de
+Ven's code (``fisher = self.gamma*fisher`` in ``ewc_loss``) multiply by γ once more inside the
+penalty; here the penalty uses the stored running Fisher as is, so their λ is our
+``strength / decay``. With ``decay=1`` and one task this is exactly :class:`~forgetless.EWC`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..fisher import ESTIMATORS, fisher_diagonal
+from ..quadratic import quadratic_penalty
+from .base import Batches, OutputTransform, Regularizer, check_strength, snapshot, trainable_parameters
+
+
+class OnlineEWC(Regularizer):
+    """EWC with one running, decayed Fisher and one anchor (constant-size state).
+
+    Args:
+        strength: λ, the weight of the penalty; the loss adds (λ/2)·Σ F (θ−θ*)².
+        decay: γ in [0, 1], how much of the old running Fisher survives each new task
+            (1: plain sum; 0: only the latest task is protected).
+        estimator: how the Fisher is computed: ``exact`` (default), ``sampled``, ``empirical``
+            or ``batched`` (see :func:`forgetless.fisher_diagonal`).
+        fisher_samples: use at most this many samples of the task's data for the Fisher
+            (``None``: all of it).
+        seed: seeds the label draws of the ``sampled`` estimator.
+
+    Example:
+        >>> import torch, forgetless
+        >>> model = torch.nn.Linear(4, 3)
+        >>> online = forgetless.OnlineEWC(strength=100.0, decay=0.9)
+        >>> float(online.penalty(model))
+        0.0
+        >>> for t in range(3):
+        ...     online.consolidate(model, [(torch.randn(8, 4), torch.randint(0, 3, (8,)))])
+        >>> len(online.state_dict())   # weight, bias × (importance, anchor) + tasks_seen
+        5
+        >>> with torch.no_grad():
+        ...     _ = model.weight.add_(0.1)
+        >>> bool(online.penalty(model) > 0)
+        True
+    """
+
+    name = "online-ewc"
+    _state_keys = ("importance", "anchor")
+
+    def __init__(
+        self,
+        strength: float = 1000.0,
+        *,
+        decay: float = 1.0,
+        estimator: str = "exact",
+        fisher_samples: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"unknown Fisher estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+        if fisher_samples is not None and fisher_samples < 1:
+            raise ValueError(f"fisher_samples must be >= 1 or None, got {fisher_samples}")
+        decay = float(decay)
+        if not (math.isfinite(decay) and 0.0 <= decay <= 1.0):
+            raise ValueError(f"decay must be in [0, 1], got {decay!r}")
+        self.strength = check_strength("strength", strength)
+        self.decay = decay
+        self.estimator = estimator
+        self.fisher_samples = fisher_samples
+        self.seed = seed
+        # F = Σ_s γ^{t−s} F_s and θ* = the parameters after the latest task.
+        self.importance: dict[str, Tensor] = {}
+        self.anchor: dict[str, Tensor] = {}
+
+    def penalty(self, model: nn.Module) -> Tensor:
+        if self.tasks_seen == 0:
+            return self._zero(model)
+        return 0.5 * self.strength * quadratic_penalty(trainable_parameters(model), self.anchor, self.importance)
+
+    def consolidate(
+        self, model: nn.Module, data: Batches | None = None, *, output_transform: OutputTransform | None = None
+    ) -> None:
+        if data is None:
+            raise ValueError("OnlineEWC.consolidate needs the task's data to compute the Fisher")
+        generator = torch.Generator().manual_seed(self.seed + self.tasks_seen)
+        fisher = fisher_diagonal(
+            model, data, estimator=self.estimator, output_transform=output_transform,
+            generator=generator, max_samples=self.fisher_samples,
+        )
+        if self.tasks_seen == 0:
+            self.importance = fisher
+        else:
+            self.importance = {name: self.decay * self.importance[name] + fisher[name] for name in fisher}
+        self.anchor = snapshot(model)
+        self.tasks_seen += 1
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {
+            "strength": self.strength, "decay": self.decay, "estimator": self.estimator,
+            "fisher_samples": self.fisher_samples, "seed": self.seed,
+        }

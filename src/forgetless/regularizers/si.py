@@ -1,0 +1,108 @@
+"""Synaptic Intelligence (Zenke, Poole & Ganguli 2017, ICML): importance from the training path.
+
+During task t every optimizer step adds ω_i += −g_i·Δθ_i, g the gradient the step used and Δθ the
+change it made, a running estimate of how much parameter i lowered the loss. At the end of the
+task Ω_i += ω_i / ((θ_i(end) − θ_i(start))² + ξ) and θ* ← θ(end); later tasks add
+c·Σ_i Ω_i (θ_i − θ*_i)².
+
+Conventions (those of van de Ven et al.'s reference code, ``continual-learning``):
+
+- the penalty is c·Σ Ω (θ−θ*)², no ½, as in Zenke et al.'s surrogate loss; c·Ω plays the role of
+  EWC's (λ/2)·F, so ``strength`` values do not carry over between the two;
+- g is the parameter's ``.grad`` when ``after_step`` runs, i.e. the gradient of whatever was
+  backpropagated (with the usual loop, task loss + SI penalty). Zenke et al.'s code uses the
+  gradient of the task loss alone;
+- Ω is not clipped at 0 (Zenke et al.'s code applies a ReLU; van de Ven's does not).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..quadratic import quadratic_penalty
+from .base import Batches, OutputTransform, Regularizer, check_strength, snapshot, trainable_parameters
+
+_NOT_STARTED = "SI needs the start of each task's path: call si.begin_task(model) before each task"
+
+
+class SI(Regularizer):
+    """Synaptic Intelligence: per-parameter importance accumulated along the optimizer's path.
+
+    Args:
+        strength: c, the weight of the penalty; the loss adds c·Σ Ω (θ−θ*)² (no ½, see above).
+        damping: ξ > 0, keeps Ω bounded for parameters that barely moved during a task.
+
+    Example:
+        >>> import torch, forgetless
+        >>> model = torch.nn.Linear(3, 2)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> si = forgetless.SI(strength=1.0, damping=0.1)
+        >>> si.begin_task(model)
+        >>> for _ in range(5):
+        ...     loss = model(torch.randn(4, 3)).pow(2).mean() + si.penalty(model)
+        ...     opt.zero_grad(); loss.backward(); opt.step()
+        ...     si.after_step(model)
+        >>> si.consolidate(model)
+        >>> float(si.penalty(model).detach())    # at the anchor
+        0.0
+        >>> with torch.no_grad():
+        ...     _ = model.weight.add_(0.1)
+        >>> bool(si.penalty(model) > 0)
+        True
+    """
+
+    name = "si"
+    _state_keys = ("importance", "anchor", "path", "start", "previous")
+
+    def __init__(self, strength: float = 1.0, *, damping: float = 0.1) -> None:
+        super().__init__()
+        self.strength = check_strength("strength", strength)
+        # ξ exists to bound Ω where θ(end) ≈ θ(start); ξ = 0 gives 0/0 for a parameter that never moved.
+        if not check_strength("damping", damping) > 0:
+            raise ValueError(f"damping must be > 0, got {damping!r}")
+        self.damping = float(damping)
+        self.importance: dict[str, Tensor] = {}  # Ω, summed over finished tasks
+        self.anchor: dict[str, Tensor] = {}      # θ* after the latest task
+        # The current task's path; empty outside a task, so the state can be saved mid-task too.
+        self.path: dict[str, Tensor] = {}        # ω
+        self.start: dict[str, Tensor] = {}       # θ when the task began
+        self.previous: dict[str, Tensor] = {}    # θ before the latest optimizer step
+
+    def begin_task(self, model: nn.Module) -> None:
+        self.start = snapshot(model)
+        self.previous = snapshot(model)
+        self.path = {name: torch.zeros_like(theta) for name, theta in self.start.items()}
+
+    def penalty(self, model: nn.Module) -> Tensor:
+        if self.tasks_seen == 0:
+            return self._zero(model)
+        return self.strength * quadratic_penalty(trainable_parameters(model), self.anchor, self.importance)
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module) -> None:
+        if not self.start:
+            raise RuntimeError(_NOT_STARTED)
+        for name, param in trainable_parameters(model).items():
+            previous = self.previous[name]
+            # A parameter without a gradient took no gradient step: it adds nothing to the path.
+            if param.grad is not None:
+                self.path[name].addcmul_(param.grad, param - previous, value=-1.0)
+            previous.copy_(param)
+
+    def consolidate(
+        self, model: nn.Module, data: Batches | None = None, *, output_transform: OutputTransform | None = None
+    ) -> None:
+        if not self.start:
+            raise RuntimeError(_NOT_STARTED)
+        theta = snapshot(model)
+        for name, end in theta.items():
+            omega = self.path[name] / ((end - self.start[name]) ** 2 + self.damping)
+            self.importance[name] = self.importance[name] + omega if name in self.importance else omega
+        self.anchor = theta
+        self.path, self.start, self.previous = {}, {}, {}
+        self.tasks_seen += 1
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"strength": self.strength, "damping": self.damping}

@@ -1,0 +1,101 @@
+"""A plain training loop written only with the public regularizer API.
+
+It is what a user would write: task loss + ``reg.penalty(model)``, ``reg.after_step`` after each
+step, ``reg.consolidate`` at the end of the task (done by the caller, who owns the sequence).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .benchmarks.base import Split
+from .regularizers.base import OutputTransform, Regularizer
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a NaN loss); the message names where it happened."""
+
+
+def minibatches(split: Split, batch_size: int, generator: torch.Generator | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+    """One pass over ``split`` in mini-batches, shuffled with ``generator`` (in order if None)."""
+    n = len(split)
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        yield split.x[idx], split.y[idx]
+
+
+def endless_minibatches(split: Split, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
+    """Shuffled mini-batches for as long as asked (iteration-based protocols)."""
+    while True:
+        yield from minibatches(split, batch_size, generator)
+
+
+def train_task(
+    model: nn.Module,
+    data: Split,
+    *,
+    steps: int,
+    batch_size: int = 128,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    regularizer: Regularizer | None = None,
+    output_transform: OutputTransform | None = None,
+    label: str = "training",
+    on_step: Callable[[], None] | None = None,
+) -> float:
+    """Train for ``steps`` mini-batch updates; returns the mean task loss of the last 50 steps.
+
+    Raises:
+        TrainingError: the loss became NaN or infinite (names ``label`` and the epoch).
+    """
+    model.train()
+    steps_per_epoch = math.ceil(len(data) / batch_size)
+    if regularizer is not None:
+        regularizer.begin_task(model)
+    recent: list[float] = []
+    batches = endless_minibatches(data, batch_size, generator)
+    for step in range(steps):
+        x, y = next(batches)
+        logits = model(x)
+        if output_transform is not None:
+            logits = output_transform(logits)
+        task_loss = F.cross_entropy(logits, y)
+        loss = task_loss if regularizer is None else task_loss + regularizer.penalty(model)
+        if not torch.isfinite(loss):
+            epoch = step // steps_per_epoch + 1
+            raise TrainingError(
+                f"{label}: the loss became {float(loss)} at epoch {epoch} (step {step + 1}); "
+                "lower the learning rate or the regularization strength"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if regularizer is not None:
+            regularizer.after_step(model)
+        recent.append(float(task_loss.detach()))
+        del recent[:-50]
+        if on_step is not None:
+            on_step()
+    return sum(recent) / max(1, len(recent))
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: Split, *, output_transform: OutputTransform | None = None, batch_size: int = 4096) -> float:
+    """Fraction of ``data`` classified correctly, in eval mode (mode restored afterwards)."""
+    was_training = model.training
+    model.eval()
+    try:
+        correct = 0
+        for x, y in minibatches(data, batch_size):
+            logits = model(x)
+            if output_transform is not None:
+                logits = output_transform(logits)
+            correct += int((logits.argmax(dim=1) == y).sum())
+        return correct / max(1, len(data))
+    finally:
+        model.train(was_training)

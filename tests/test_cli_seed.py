@@ -1,0 +1,94 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from forgetless.cli import main
+
+from synthetic import write_mnist_dir
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return write_mnist_dir(tmp_path_factory.mktemp("mnist"))
+
+
+def test_seed_writes_result_report_and_plot(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["seed", "--data-dir", str(data_dir), "--epochs", "2", "--strength", "50", "--out", str(out)])
+    assert code == 0
+    result = json.loads((out / "result.json").read_text())
+    assert set(result["procedures"]) == {"multitask", "naive", "l2", "ewc"}
+    for proc in result["procedures"].values():
+        assert set(proc["accuracy"]) == {"A", "B"}
+        assert all(0.0 <= v <= 1.0 for v in proc["accuracy"].values())
+    config = result["config"]
+    assert config["estimator"] == "exact" and config["strength"] == 50.0 and config["l2_strength"] == 1.0
+    assert (out / "report.md").read_text().startswith("# forgetless seed")
+    assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    printed = capsys.readouterr().out
+    assert "| ewc |" in printed and "post A" in printed
+    # the synthetic digits are easy: multi-task must learn both tasks
+    assert min(result["procedures"]["multitask"]["accuracy"].values()) > 0.9
+
+
+def test_seed_auto_strength_records_the_search(data_dir, tmp_path):
+    out = tmp_path / "auto"
+    assert main(["seed", "--data-dir", str(data_dir), "--epochs", "1", "--strength", "auto", "--out", str(out)]) == 0
+    result = json.loads((out / "result.json").read_text())
+    search = result["strength_search"]
+    assert len(search["grid"]) == len(search["validation_scores"]) > 3
+    assert result["config"]["strength"] == search["best"]
+    assert result["config"]["strength_source"] == "validation search"
+    assert search["validation_scores"][search["grid"].index(search["best"])] == max(search["validation_scores"])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--estimator", "diagonal"], "invalid choice"),
+        (["--strength", "-3"], "strength must be"),
+        (["--strength", "lots"], "expected a number"),
+        (["--epochs", "0"], "expected a number >= 1"),
+    ],
+)
+def test_bad_options_exit_nonzero_with_one_line(argv, message, data_dir, tmp_path, capsys):
+    out = tmp_path / "bad"
+    with pytest.raises(SystemExit) as exc:
+        main(["seed", "--data-dir", str(data_dir), "--out", str(out), *argv])
+    assert exc.value.code != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (out / "result.json").exists()
+
+
+def test_missing_data_dir_is_one_clear_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["seed", "--data-dir", str(tmp_path / "nowhere"), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "nowhere" in err and "does not exist" in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (out / "result.json").exists()
+
+
+def test_corrupt_data_is_one_clear_line(data_dir, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in data_dir.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    victim = broken / "train-images-idx3-ubyte.gz"
+    victim.write_bytes(victim.read_bytes()[:500])  # truncated gzip
+    out = tmp_path / "run"
+    code = main(["seed", "--data-dir", str(broken), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "train-images" in err and len(err.splitlines()) == 1
+    assert not (out / "result.json").exists()
+
+
+def test_existing_result_is_never_overwritten(data_dir, tmp_path, capsys):
+    out = tmp_path / "done"
+    out.mkdir()
+    (out / "result.json").write_text("{}")
+    assert main(["seed", "--data-dir", str(data_dir), "--out", str(out)]) != 0
+    assert (out / "result.json").read_text() == "{}"
+    assert "already exists" in capsys.readouterr().err
