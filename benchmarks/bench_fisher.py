@@ -8,7 +8,8 @@ in ONE process, interleaved round by round so that load on a shared machine hits
   * fisher_diagonal for each estimator, at each internal batch size (the best one is reported);
   * the straightforward per-sample loop (batch size 1, autograd.grad on log p; for ``exact`` a loop over
     classes weighted by p) on a subset, extrapolated to N; it is also the correctness reference.
-Times are medians over repeats. Targets (performance issue): exact <= 1.0 epoch, sampled/empirical
+Times are medians over repeats; the "flops" column is the ratio of multiply-adds, the floor that
+Fisher/epoch would reach if both ran at the same speed (the epoch pays for small batches and Adam). Targets (performance issue): exact <= 1.0 epoch, sampled/empirical
 <= 0.5 epoch, and >= 100x faster than the batch-size-1 loop.
 """
 from __future__ import annotations
@@ -40,6 +41,20 @@ def mlp(hidden: tuple[int, ...], classes: int) -> nn.Module:
         layers += [nn.Linear(width, h), nn.ReLU()]
         width = h
     return nn.Sequential(*layers, nn.Linear(width, classes))
+
+
+def flops_ratio(hidden: tuple[int, ...], classes: int, estimator: str) -> float:
+    """Multiply-adds of the Fisher pass / of a training step, per sample: the floor of Fisher/epoch.
+
+    Training: forward F + weight gradients (F again) + input gradients B of layers 2..L. The Fisher:
+    forward F + K backward directions of input gradients K·B + one weight-gradient-sized product per
+    layer for the reduction (F); K = C−1 for exact, 1 for sampled/empirical; batched = training.
+    """
+    dims = (784, *hidden, classes)
+    fwd = sum(a * b for a, b in zip(dims, dims[1:]))
+    back = fwd - dims[0] * dims[1]
+    k = {"exact": classes - 1, "sampled": 1, "empirical": 1, "batched": 1}[estimator]
+    return (2 * fwd + k * back) / (2 * fwd + back)
 
 
 def timed(fn) -> float:
@@ -112,7 +127,7 @@ def bench(name, hidden, classes, n, repeats, loop_n, batch_sizes):
     epoch = t["epoch"]
     print(f"\n{name}: N={n}, {classes} classes; one training epoch (Adam, batch 128) = {epoch:.3f} s")
     print(f"  {'estimator':<10} {'best batch':>10} {'Fisher s':>9} {'Fisher/epoch':>13} {'target':>7} "
-          f"{'bs-1 loop s':>12} {'loop/Fisher':>12}   all batch sizes (s)")
+          f"{'flops':>6} {'bs-1 loop s':>12} {'loop/Fisher':>12}   all batch sizes (s)")
     for est in ESTIMATORS:
         best = min(batch_sizes, key=lambda bs: t[(est, bs)])
         tf = t[(est, best)]
@@ -121,7 +136,10 @@ def bench(name, hidden, classes, n, repeats, loop_n, batch_sizes):
         verdict = "" if target is None else ("ok" if ratio <= target else "MISS") + f"<={target}"
         lp = f"{loop[est]:12.1f} {loop[est] / tf:11.0f}x" if est in loop else f"{'-':>12} {'-':>12}"
         sizes = ", ".join(f"{bs}: {t[(est, bs)]:.3f}" for bs in batch_sizes)
-        print(f"  {est:<10} {best:>10} {tf:9.3f} {ratio:12.2f}x {verdict:>7} {lp}   {sizes}")
+        floor = flops_ratio(hidden, classes, est)
+        print(f"  {est:<10} {best:>10} {tf:9.3f} {ratio:12.2f}x {verdict:>7} {floor:5.2f}x {lp}   {sizes}")
+    print("  flops = multiply-adds of the Fisher pass / of a training step (Fisher/epoch if both ran "
+          "equally fast)")
     print(f"  max relative error vs the bs-1 loop on {sub} samples: "
           + ", ".join(f"{e} {v:.1e}" for e, v in errors.items()))
 

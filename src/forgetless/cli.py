@@ -8,6 +8,9 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from .benchmarks.registry import BENCHMARKS
+from .benchmarks.scenarios import SCENARIOS
+from .experiment import METHODS
 from .fisher import ESTIMATORS
 
 log = logging.getLogger("forgetless")
@@ -62,7 +65,54 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--fisher-samples", type=_positive_int, default=None, help="samples for the Fisher (default all)")
     seed.add_argument("--out", type=Path, default=None, help="output folder (default: a new one under runs/)")
     _add_data_options(seed)
+
+    run = sub.add_parser("run", help="one method on a benchmark over seeds: accuracy matrix, metrics, plots")
+    _add_run_options(run)
+    run.add_argument("--method", help=f"one of: {', '.join(METHODS)}")
+    compare = sub.add_parser("compare", help="several methods on one benchmark: one table and one plot")
+    _add_run_options(compare)
+    compare.add_argument("--methods", default="naive,ewc,online-ewc,si",
+                         help="comma-separated methods (default: %(default)s)")
     return parser
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    """'0-4' → (0, 1, 2, 3, 4); '0,3' → (0, 3)."""
+    try:
+        if "-" in text.strip("-"):
+            first, last = (int(v) for v in text.split("-"))
+            if last < first:
+                raise ValueError
+            return tuple(range(first, last + 1))
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seeds like 0-4 or 0,1,2, got {text!r}") from None
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected layer widths like 400,400, got {text!r}") from None
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML or YAML file of settings; flags override it")
+    p.add_argument("--benchmark", help=f"one of: {', '.join(BENCHMARKS)}")
+    p.add_argument("--scenario", help=f"one of: {', '.join(SCENARIOS)}")
+    p.add_argument("--seeds", type=_seeds, help="e.g. 0-4 (mean ± std over seeds)")
+    p.add_argument("--strength", type=_strength, help="λ (c for SI), or 'auto': search on validation data")
+    p.add_argument("--decay", type=float, help="online EWC's γ")
+    p.add_argument("--damping", type=float, help="SI's ξ")
+    p.add_argument("--estimator", help=f"Fisher estimator: {', '.join(ESTIMATORS)}")
+    p.add_argument("--fisher-samples", type=_positive_int)
+    p.add_argument("--hidden", type=_widths, help="hidden layer widths, e.g. 400,400")
+    p.add_argument("--iterations", type=_positive_int, help="updates per task")
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--n-tasks", type=_positive_int, help="permuted MNIST: number of tasks")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: a new one under runs/)")
+    _add_data_options(p)
 
 
 def _new_out_dir(out: Path | None, prefix: str) -> Path:
@@ -112,6 +162,107 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+RUN_FLAGS = ("benchmark", "scenario", "seeds", "strength", "decay", "damping", "estimator", "fisher_samples",
+             "hidden", "iterations", "batch_size", "lr", "n_tasks")
+
+
+def _run_settings(args: argparse.Namespace, extra: dict) -> tuple[dict, bool]:
+    """File settings, then flags; returns (settings, auto_strength)."""
+    from .config import read_config_file
+
+    settings = read_config_file(args.config) if args.config else {}
+    flags = {k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None}
+    settings = {k.replace("-", "_"): v for k, v in settings.items()} | flags | extra
+    auto = settings.get("strength") == "auto"
+    if auto:
+        del settings["strength"]
+    return settings, auto
+
+
+def _loader(args: argparse.Namespace, benchmark: str):
+    from .benchmarks.registry import make_benchmark, required_dataset
+    from .data import load_fashion_mnist, load_mnist
+
+    if required_dataset(benchmark) == "fashion":
+        data = load_fashion_mnist(args.data_dir)
+    else:
+        data = load_mnist(args.data_dir, download=args.download)
+    return data
+
+
+def _execute(args: argparse.Namespace, config, out: Path, auto: bool) -> dict:
+    from .benchmarks.registry import make_benchmark
+    from .runs import execute
+
+    data = _loader(args, config.benchmark)
+    cache: dict[int, object] = {}
+
+    def make_bench(seed: int):
+        if seed not in cache:
+            cache.clear()  # one benchmark in memory at a time (permuted MNIST is large)
+            cache[seed] = make_benchmark(config.benchmark, data, scenario=config.scenario, seed=seed,
+                                         **config.benchmark_options())
+        return cache[seed]
+
+    bars: list = []
+
+    def progress(label: str, total: int):
+        if bars:
+            bars.pop().close()
+        bar = _progress(total, label)
+        bars.append(bar)
+        return lambda: bar.update(1)
+
+    try:
+        return execute(config, out, make_bench, auto_strength=auto, progress=progress, data_source=data.source)
+    finally:
+        for bar in bars:
+            bar.close()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .config import build_config
+    from .experiment import RunConfig
+    from .report import _pm
+
+    settings, auto = _run_settings(args, {"method": args.method} if args.method else {})
+    config = build_config(RunConfig, settings)
+    out = _new_out_dir(args.out, f"{config.benchmark}-{config.scenario}-{config.method}")
+    result = _execute(args, config, out, auto)
+    for name, stat in result["metrics"].items():
+        print(f"{name:>24}: {_pm(stat)}")
+    print(f"Wrote {out}/config.json, result.json, metrics.csv, report.md, accuracy_matrix.png, task_curves.png")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_report, write_compare
+    from .config import build_config
+    from .experiment import RunConfig
+    from .runs import finished_result
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    settings, auto = _run_settings(args, {})
+    configs = [build_config(RunConfig, settings, {"method": m}) for m in methods]
+    first = configs[0]
+    out = args.out or Path("runs") / f"compare-{first.benchmark}-{first.scenario}"
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for config in configs:
+        folder = out / config.method
+        requested = config.resolved() | ({"strength": "auto"} if auto else {})
+        done = finished_result(folder)
+        if done is not None and done.get("requested_config") == requested:
+            print(f"{config.method}: reusing the finished run in {folder}")
+            results[config.method] = done
+            continue
+        results[config.method] = _execute(args, config, folder, auto and config.method != "naive")
+    write_compare(out, results)
+    print(compare_report(results))
+    print(f"Wrote {out}/compare.md, compare.json, compare.png")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -124,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .training import TrainingError
 
     try:
-        return {"seed": cmd_seed}[args.command](args)
+        return {"seed": cmd_seed, "run": cmd_run, "compare": cmd_compare}[args.command](args)
     except (UsageError, DataError, TrainingError, ValueError) as err:
         print(f"forgetless: error: {err}", file=sys.stderr)
         return 2

@@ -6,9 +6,9 @@ The square is taken per SAMPLE, then averaged (not the square of a batch-mean gr
 log p(y|x) w.r.t. the logits z is e_y − p, so every estimator is a choice of output cotangents for the
 per-sample engine (:mod:`forgetless.per_sample`):
 
-* ``exact``: all C labels weighted by p, i.e. Σ_c (√p_c (e_c − p))², written with C−1 cotangents (the
-  rank of diag(p) − ppᵀ) that are batched into one backward pass; the cost grows with C, so use
-  ``sampled`` for thousands of classes;
+* ``exact``: all C labels weighted by p. Only Σ_c p_c (e_c − p)(e_c − p)ᵀ = diag(p) − ppᵀ matters, a
+  matrix of rank C−1: it is written as Σ_k v_k v_kᵀ with C−1 cotangents, batched into one backward
+  pass. The cost grows with C (for thousands of classes use ``sampled``);
 * ``sampled``: one y ~ p_θ(·|x) per x, drawn from a seeded generator: e_y − p;
 * ``empirical``: y = the true target: e_y − p. The "empirical Fisher", a different (often worse) quantity;
 * ``batched``: (∂ mean_b −log p(y_n|x_n) / ∂θ)² per mini-batch b, averaged over batches. This is what
@@ -59,7 +59,8 @@ def fisher_diagonal(
     Returns:
         name -> tensor shaped like the parameter, for every parameter with ``requires_grad``. Under
         ``torch.distributed`` the sums and sample counts of all processes are all-reduced before dividing:
-        N processes give the Fisher of the union of their shards (call it on every process).
+        N processes give the Fisher of the union of their shards (call it on every process, with the
+        plain module rather than a DistributedDataParallel wrapper; ``max_samples`` is per process).
 
     Raises:
         ValueError: unknown estimator, empty data, targets out of range, non-finite model outputs.
@@ -99,7 +100,8 @@ def _score_cotangents(estimator: str, generator: torch.Generator | None):
         if estimator == "exact":
             return _exact_cotangents(p)
         if estimator == "sampled":
-            y = torch.multinomial(p.to(generator.device), 1, generator=generator).squeeze(1).to(p.device)
+            probs = p.float() if p.dtype in (torch.float16, torch.bfloat16) else p
+            y = torch.multinomial(probs.to(generator.device), 1, generator=generator).squeeze(1).to(p.device)
         else:
             y = _check_targets(y, n, c)
         return (F.one_hot(y, c).to(p.dtype) - p).unsqueeze(0)

@@ -120,15 +120,12 @@ def per_sample_sums(
     if v.dim() != 3 or v.shape[1:] != z.shape:
         raise ValueError(f"cotangents must have shape (K, {n}, {z.shape[1]}), got {tuple(v.shape)}")
 
-    sums: dict[str, Tensor] = {}
-    if fast:
-        sums.update(_fast_sums(z, v, fast, calls, rho))
-    else:
-        del z, calls  # free the graph before the generic pass
+    sums = _fast_sums(z, v, fast, calls, rho) if fast else {}
+    del z, calls  # free the graph and the captured activations before the generic pass
     generic = [name for name in params if name not in sums]
     if generic:
         sums.update(_generic_sums(model, x, v, generic, rho, output_transform))
-    return {name: sums[name].to(p.dtype) for name, p in params.items()}
+    return {name: sums[name] for name in params}
 
 
 class _Call:
@@ -365,7 +362,9 @@ def average_over_data(
     if not params:
         return {}
     device = next(iter(params.values())).device
-    sums = {n: torch.zeros_like(p, memory_format=torch.contiguous_format) for n, p in params.items()}
+    # accumulate in at least float32 (bf16 sums over thousands of samples lose the small terms)
+    sums = {n: torch.zeros(p.shape, dtype=torch.promote_types(p.dtype, torch.float32), device=p.device)
+            for n, p in params.items()}
     weight = 0.0
     bar = _progress_bar(data, max_samples, desc) if progress else None
     with _eval_mode(model):
@@ -384,7 +383,7 @@ def average_over_data(
             torch.distributed.all_reduce(t)
     if weight_t.item() == 0:
         raise ValueError("no samples: the data is empty")
-    out = {name: (s / weight_t).to(s.dtype) for name, s in sums.items()}
+    out = {name: (s / weight_t).to(params[name].dtype) for name, s in sums.items()}
     bad = [name for name, t in out.items() if not torch.isfinite(t).all()]
     if bad:
         raise ValueError(f"the result is not finite (NaN or inf) for {bad[:5]}: check the model and inputs")

@@ -24,7 +24,7 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 
 
 def write_json(path: Path, content: Any) -> None:
-    write_atomic(path, json.dumps(content, indent=2, sort_keys=False) + "\n")
+    write_atomic(path, json.dumps(_finite(content), indent=2, allow_nan=False) + "\n")
 
 
 def versions() -> dict[str, str]:
@@ -62,5 +62,61 @@ def seed_report(result: dict[str, Any]) -> str:
     if search:
         lines += ["", "EWC strength search (mean validation accuracy over A and B):", "",
                   "| λ | validation |", "|---|---|"]
+        lines += [f"| {s:g} | {v:.4f} |" for s, v in zip(search["grid"], search["validation_scores"])]
+    return "\n".join(lines) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: undefined metrics (e.g. forgetting with one task) become null."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _pm(stat: dict[str, float | None]) -> str:
+    if stat["mean"] is None or stat["mean"] != stat["mean"]:
+        return "n/a"
+    return f"{stat['mean']:.4f} ± {stat['std']:.4f}"
+
+
+def metrics_csv(result: dict[str, Any]) -> str:
+    """One row per seed and metric, then the mean and std rows."""
+    lines = ["seed,metric,value"]
+    for run in result["seeds"]:
+        for name, value in run["metrics"].items():
+            lines.append(f"{run['seed']},{name},{'' if value is None or value != value else repr(float(value))}")
+    for name, stat in result["metrics"].items():
+        for key in ("mean", "std"):
+            v = stat[key]
+            lines.append(f"{key},{name},{'' if v is None or v != v else repr(float(v))}")
+    return "\n".join(lines) + "\n"
+
+
+def run_report(result: dict[str, Any]) -> str:
+    c = result["config"]
+    seeds = [r["seed"] for r in result["seeds"]]
+    names = result["task_names"]
+    lines = [
+        f"# {c['method']} on {c['benchmark']}, {c['scenario']}-incremental",
+        "",
+        f"Seeds {seeds}; {c['iterations']} iterations per task, batch {c['batch_size']}, Adam lr {c['lr']}, "
+        f"hidden {c['hidden']}; strength {c['strength']}" + (" (validation search)" if result.get("strength_search") else ""),
+        f"Data: {result.get('data_source', '?')}. {result['selection'].capitalize()}.",
+        "",
+        "| metric | mean ± std over seeds |",
+        "|---|---|",
+    ]
+    lines += [f"| {name} | {_pm(stat)} |" for name, stat in result["metrics"].items()]
+    lines += ["", "Mean test accuracy matrix R[t, k] (row: after training task t; column: task k):", "",
+              "| after \\ on | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for name, row in zip(names, result["mean_accuracy_matrix"]):
+        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+    search = result.get("strength_search")
+    if search:
+        lines += ["", "Strength search (validation average accuracy, first seed):", "", "| strength | validation |", "|---|---|"]
         lines += [f"| {s:g} | {v:.4f} |" for s, v in zip(search["grid"], search["validation_scores"])]
     return "\n".join(lines) + "\n"

@@ -41,6 +41,7 @@ class SeedConfig:
     seed: int = 0
     protocol: str = "fair"          # "fair" or "post" (see module docstring)
     epochs: int = 6                 # per task, fair protocol only
+    dropout: float = 0.0            # after the hidden layer, every procedure, fair protocol only
     strength: float | str = DEFAULT_EWC_STRENGTH  # EWC λ, or "auto": search on validation data
     l2_strength: float = 1.0        # the post's 0.5·Σ‖θ−θ_A‖² (squared)
     estimator: str = "exact"        # Fisher estimator
@@ -66,6 +67,8 @@ class SeedConfig:
         for name in ("hidden", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 
@@ -82,9 +85,9 @@ def schedules(config: SeedConfig) -> dict[str, Schedule]:
     if config.protocol == "post":
         return {"multitask": Schedule(6, 0, 0.0), "naive": Schedule(6, 6, 0.0),
                 "l2": Schedule(6, 6, 0.0), "ewc": Schedule(3, 9, 0.5)}
-    e = config.epochs
-    return {"multitask": Schedule(2 * e, 0, 0.0), "naive": Schedule(e, e, 0.0),
-            "l2": Schedule(e, e, 0.0), "ewc": Schedule(e, e, 0.0)}
+    e, p = config.epochs, config.dropout
+    return {"multitask": Schedule(2 * e, 0, p), "naive": Schedule(e, e, p),
+            "l2": Schedule(e, e, p), "ewc": Schedule(e, e, p)}
 
 
 def _steps(split: Split, epochs: int, batch_size: int) -> int:

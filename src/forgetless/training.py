@@ -99,3 +99,48 @@ def accuracy(model: nn.Module, data: Split, *, output_transform: OutputTransform
         return correct / max(1, len(data))
     finally:
         model.train(was_training)
+
+
+def train_joint(
+    model: nn.Module,
+    parts: list[tuple[Split, OutputTransform | None]],
+    *,
+    steps: int,
+    batch_size: int = 128,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    label: str = "joint training",
+    on_step: Callable[[], None] | None = None,
+) -> None:
+    """Train on the union of several tasks at once, each sample under its own task's output transform.
+
+    Mini-batches are drawn from the union; the loss is the mean over the batch of each sample's
+    cross-entropy on its own task's outputs (what Task-IL needs; Domain/Class-IL pass one transform).
+    """
+    model.train()
+    union = Split(torch.cat([s.x for s, _ in parts]), torch.cat([s.y for s, _ in parts]))
+    owner = torch.cat([torch.full((len(s),), i, dtype=torch.long) for i, (s, _) in enumerate(parts)])
+    steps_per_epoch = math.ceil(len(union) / batch_size)
+    indexed = Split(torch.arange(len(union)), owner)
+    batches = endless_minibatches(indexed, batch_size, generator)
+    for step in range(steps):
+        idx, task_of = next(batches)
+        logits = model(union.x[idx])
+        y = union.y[idx]
+        loss = logits.new_zeros(())
+        for i, (_, transform) in enumerate(parts):
+            mine = task_of == i
+            if mine.any():
+                z = logits[mine] if transform is None else transform(logits[mine])
+                loss = loss + F.cross_entropy(z, y[mine], reduction="sum")
+        loss = loss / len(idx)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"{label}: the loss became {float(loss.detach())} at epoch {step // steps_per_epoch + 1} "
+                f"(step {step + 1}); lower the learning rate"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if on_step is not None:
+            on_step()

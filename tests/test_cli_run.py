@@ -1,0 +1,121 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from forgetless import runs
+from forgetless.cli import main
+
+from synthetic import write_mnist_dir
+
+FAST = ["--iterations", "20", "--hidden", "32", "--batch-size", "64"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return write_mnist_dir(tmp_path_factory.mktemp("mnist"), n_train=1000, n_test=300)
+
+
+def test_run_writes_every_file_and_a_consistent_result(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["run", "--benchmark", "split-mnist", "--scenario", "class", "--method", "ewc", "--seeds", "0-1",
+            "--data-dir", str(data_dir), "--out", str(out), *FAST]
+    assert main(argv) == 0
+    for name in ("config.json", "result.json", "metrics.csv", "report.md", "accuracy_matrix.png", "task_curves.png"):
+        assert (out / name).is_file(), name
+    assert not (out / runs.INCOMPLETE).exists()
+    result = json.loads((out / "result.json").read_text())
+    assert [s["seed"] for s in result["seeds"]] == [0, 1]
+    R = result["seeds"][0]["accuracy_matrix"]
+    assert len(R) == 5 and all(len(row) == 5 for row in R)
+    # class-incremental: a task whose classes are not yet active cannot be right
+    assert R[0][4] == 0.0
+    # the reported average accuracy is the mean of the last rows over seeds
+    last = [sum(s["accuracy_matrix"][-1]) / 5 for s in result["seeds"]]
+    assert result["metrics"]["average_accuracy"]["mean"] == pytest.approx(sum(last) / 2)
+    assert result["config"]["method"] == "ewc" and result["config"]["strength"] == 1000.0
+    assert "average_accuracy" in capsys.readouterr().out
+    assert "mean,average_accuracy," in (out / "metrics.csv").read_text()
+
+
+def test_config_file_with_flags_overriding(data_dir, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('benchmark = "split-mnist"\nscenario = "domain"\nmethod = "si"\nstrength = 5.0\niterations = 20\nhidden = [16]\n')
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(cfg), "--strength", "2", "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    config = json.loads((out / "result.json").read_text())["config"]
+    assert config["method"] == "si" and config["strength"] == 2.0 and config["hidden"] == [16]
+    assert config["scenario"] == "domain"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('benchmark = "split-mnist"\nlearning_rate = 0.1\n', "unknown setting 'learning_rate'"),
+        ('iterations = "many"\n', "iterations: expected int"),
+        ('method = "magic"\n', "unknown method 'magic'; valid: naive, joint, l2, ewc"),
+        ('benchmark = "cifar"\n', "unknown benchmark 'cifar'; valid: seed-split, split-mnist"),
+        ('benchmark = "seed-split"\nscenario = "class"\n', "seed-split has only the domain scenario"),
+        ("iterations = [\n", "could not be parsed"),
+    ],
+)
+def test_bad_config_is_refused_before_anything_runs(content, message, data_dir, tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(content)
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(cfg), "--data-dir", str(data_dir), "--out", str(out)]) != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (out / "result.json").exists()
+
+
+def test_yaml_config_is_read(data_dir, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("benchmark: split-mnist\nscenario: task\nmethod: naive\niterations: 10\nhidden: [16]\n")
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(cfg), "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    assert json.loads((out / "result.json").read_text())["config"]["method"] == "naive"
+
+
+def test_interrupted_run_leaves_incomplete_marker_and_no_result(data_dir, tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "write_outputs", boom)
+    out = tmp_path / "run"
+    code = main(["run", "--benchmark", "split-mnist", "--method", "naive", "--data-dir", str(data_dir),
+                 "--out", str(out), *FAST])
+    assert code == 130
+    assert (out / runs.INCOMPLETE).is_file() and (out / "config.json").is_file()
+    assert not (out / "result.json").exists()
+    assert not runs.is_finished(out)
+
+
+def test_compare_runs_methods_and_reuses_finished_runs(data_dir, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    argv = ["compare", "--benchmark", "split-mnist", "--scenario", "task", "--methods", "naive,ewc",
+            "--data-dir", str(data_dir), "--out", str(out), *FAST]
+    assert main(argv) == 0
+    table = (out / "compare.md").read_text()
+    assert "| naive |" in table and "| ewc |" in table and "0.8719" in table  # published naive cell
+    assert (out / "compare.png").is_file()
+    first = (out / "ewc" / "result.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "ewc: reusing the finished run" in capsys.readouterr().out
+    assert (out / "ewc" / "result.json").stat().st_mtime_ns == first
+    # a changed setting is not reused
+    assert main([*argv, "--lr", "0.002"]) == 0
+    assert json.loads((out / "ewc" / "result.json").read_text())["config"]["lr"] == 0.002
+
+
+def test_auto_strength_searches_on_validation(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(runs.STRENGTH_GRIDS, "ewc", (1.0, 100.0))
+    out = tmp_path / "auto"
+    argv = ["run", "--benchmark", "split-mnist", "--scenario", "domain", "--method", "ewc", "--strength", "auto",
+            "--data-dir", str(data_dir), "--out", str(out), *FAST]
+    assert main(argv) == 0
+    result = json.loads((out / "result.json").read_text())
+    search = result["strength_search"]
+    assert search["grid"] == [1.0, 100.0] and len(search["validation_scores"]) == 2
+    assert result["config"]["strength"] == search["best"]
