@@ -12,6 +12,7 @@ from .quadratic import merge_quadratic, quadratic_penalty
 from .regularizers import EWC, L2, REGULARIZERS, Regularizer
 from .regularizers import MAS, SI, OnlineEWC
 from . import metrics
+from .state import StateFileError, load, save
 
 __version__ = "0.1.0"
 
@@ -24,9 +25,12 @@ __all__ = [
     "REGULARIZERS",
     "Regularizer",
     "SI",
+    "StateFileError",
     "fisher_diagonal",
+    "load",
     "merge_quadratic",
     "metrics",
     "quadratic_penalty",
+    "save",
     "__version__",
 ]

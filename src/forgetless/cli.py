@@ -13,9 +13,6 @@ from .benchmarks.scenarios import SCENARIOS
 from .experiment import METHODS
 from .fisher import ESTIMATORS
 
-log = logging.getLogger("forgetless")
-
-
 class UsageError(Exception):
     """A problem with what the user asked for; printed as one line."""
 
@@ -58,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--protocol", choices=("fair", "post"), default="fair",
                       help="fair: same epochs for all (default); post: the post's 3+9 epochs and dropout for EWC")
     seed.add_argument("--epochs", type=_positive_int, default=6, help="epochs per task (fair protocol)")
+    seed.add_argument("--dropout", type=float, default=0.5, help="dropout after the hidden layer (fair protocol; default 0.5)")
     seed.add_argument("--strength", type=_strength, default=None,
                       help="EWC λ, or 'auto' to choose it on validation data (default: %(default)s → built-in)")
     seed.add_argument("--l2-strength", type=_strength, default=1.0, help="λ of the L2 anchor (default 1)")
@@ -73,6 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(compare)
     compare.add_argument("--methods", default="naive,ewc,online-ewc,si",
                          help="comma-separated methods (default: %(default)s)")
+    sweep = sub.add_parser("sweep", help="a grid of runs (methods × strengths × seeds …) in parallel, resumable: "
+                                         "one table and a stability–plasticity plot")
+    sweep.add_argument("--config", type=Path, required=True,
+                       help="TOML or YAML sweep file: a [base] table of fixed settings and a [grid] table of lists "
+                            "(see configs/sweeps/ and `pydoc forgetless.sweep`)")
+    sweep.add_argument("--workers", type=_positive_int, default=None,
+                       help="runs at a time (default: min(2, CPUs) processes; with ray: as many as the cluster runs)")
+    sweep.add_argument("--executor", choices=("local", "ray"), default="local",
+                       help="local: processes on this machine (default); ray: Ray tasks (pip install 'forgetless[ray]')")
+    sweep.add_argument("--ray-address", default=None,
+                       help="Ray cluster to join, e.g. auto or ray://head:10001 (default: start a local Ray); "
+                            "--out must then be on a filesystem every node shares")
+    sweep.add_argument("--out", type=Path, default=None,
+                       help="output folder (default: runs/sweep-<config file name>); the same command resumes it")
+    sweep.add_argument("--dry-run", action="store_true", help="list the runs and which are finished; run nothing")
+    _add_data_options(sweep)
     return parser
 
 
@@ -142,7 +156,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
     strength = DEFAULT_EWC_STRENGTH if args.strength is None else args.strength
     if args.l2_strength == "auto":
         raise UsageError("--l2-strength auto is not supported; give a number")
-    config = SeedConfig(seed=args.seed, protocol=args.protocol, epochs=args.epochs, strength=strength,
+    config = SeedConfig(seed=args.seed, protocol=args.protocol, epochs=args.epochs, dropout=args.dropout, strength=strength,
                         l2_strength=args.l2_strength, estimator=args.estimator, fisher_samples=args.fisher_samples)
     data = load_mnist(args.data_dir, download=args.download)
     out = _new_out_dir(args.out, "seed")
@@ -179,22 +193,21 @@ def _run_settings(args: argparse.Namespace, extra: dict) -> tuple[dict, bool]:
     return settings, auto
 
 
-def _loader(args: argparse.Namespace, benchmark: str):
-    from .benchmarks.registry import make_benchmark, required_dataset
+def _load_data(args: argparse.Namespace, benchmark: str):
+    """The data set ``benchmark`` is built from (MNIST or Fashion-MNIST)."""
+    from .benchmarks.registry import required_dataset
     from .data import load_fashion_mnist, load_mnist
 
     if required_dataset(benchmark) == "fashion":
-        data = load_fashion_mnist(args.data_dir)
-    else:
-        data = load_mnist(args.data_dir, download=args.download)
-    return data
+        return load_fashion_mnist(args.data_dir)
+    return load_mnist(args.data_dir, download=args.download)
 
 
 def _execute(args: argparse.Namespace, config, out: Path, auto: bool) -> dict:
     from .benchmarks.registry import make_benchmark
     from .runs import execute
 
-    data = _loader(args, config.benchmark)
+    data = _load_data(args, config.benchmark)
     cache: dict[int, object] = {}
 
     def make_bench(seed: int):
@@ -263,6 +276,52 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .sweep import default_workers, plan_sweep, read_sweep, run_plan, summarize, sweep_table, write_summary
+
+    if args.ray_address and args.executor != "ray":
+        raise UsageError("--ray-address needs --executor ray")
+    spec = read_sweep(args.config)
+    out = args.out or Path("runs") / f"sweep-{args.config.stem}"
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    plan = plan_sweep(spec, out, data_dir=args.data_dir, download=args.download, where=str(args.config))
+    print(f"{len(plan.points)} runs: {len(plan.finished)} finished earlier (reused), {len(plan.pending)} to run")
+    if args.dry_run:
+        for p in plan.points:
+            print(f"  {'done' if p.name in plan.finished else 'todo'}  {p.label:<40}  {out / 'runs' / p.name}")
+        return 0
+    workers = args.workers or (None if args.executor == "ray" else default_workers())
+    bar = tqdm(total=len(plan.points), initial=len(plan.finished), desc="forgetless sweep", unit="run",
+               disable=None, dynamic_ncols=True)
+
+    def on_done(point, error):
+        if error:
+            bar.write(f"failed: {point.label}: {error}", file=sys.stderr)
+        bar.update(1)
+
+    try:
+        with bar:
+            outcome = run_plan(plan, workers=workers, executor=args.executor, data_dir=args.data_dir,
+                               ray_address=args.ray_address, on_done=on_done)
+    except KeyboardInterrupt:
+        print(f"forgetless: interrupted; finished runs are kept in {out}/runs: run the same command to resume",
+              file=sys.stderr)
+        return 130
+    summary = summarize(plan, outcome.results, spec)
+    write_summary(out, summary)
+    print(sweep_table(summary))
+    print(f"Ran {len(outcome.ran)}, reused {len(outcome.reused)}. "
+          f"Wrote {out}/sweep.md, sweep.json, stability_plasticity.png; runs in {out}/runs/")
+    if outcome.failed:
+        print(f"forgetless: error: {len(outcome.failed)} of {len(plan.points)} runs failed (listed above); "
+              "run the same command again to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -275,8 +334,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .training import TrainingError
 
     try:
-        return {"seed": cmd_seed, "run": cmd_run, "compare": cmd_compare}[args.command](args)
+        return {"seed": cmd_seed, "run": cmd_run, "compare": cmd_compare, "sweep": cmd_sweep}[args.command](args)
     except (UsageError, DataError, TrainingError, ValueError) as err:
+        if args.verbose:  # the traceback is for developers who ask for it
+            raise
         print(f"forgetless: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -100,3 +100,62 @@ def method_bars(rows: dict[str, tuple[float, float]], title: str = "", reference
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def stability_plasticity(points: list[dict[str, Any]], title: str = ""):
+    """Stability against plasticity: one curve per method through its strengths, annotated.
+
+    x = accuracy on the newest task just after learning it (plasticity), y = mean accuracy on the
+    old tasks after the last one (stability), both (mean, std) over seeds, drawn with error bars.
+    A strong regularizer moves a method up and to the left; a method without a strength (naive,
+    joint) is a lone square.
+
+    Args:
+        points: dicts with ``curve`` (legend label, e.g. the method), ``strength`` (float, or None
+            for a method without one), ``plasticity`` and ``stability`` as (mean, std), and
+            optionally ``panel`` (one subplot per distinct panel, e.g. per benchmark).
+        title: the figure's title.
+
+    Example:
+        >>> fig = stability_plasticity([
+        ...     {"curve": "ewc", "strength": 1.0, "plasticity": (0.99, 0.01), "stability": (0.5, 0.05)},
+        ...     {"curve": "ewc", "strength": 1e3, "plasticity": (0.9, 0.02), "stability": (0.8, 0.03)},
+        ...     {"curve": "naive", "strength": None, "plasticity": (0.99, 0.0), "stability": (0.4, 0.1)}])
+        >>> len(fig.axes), [t.get_text() for t in fig.axes[0].texts]
+        (1, ['1', '1000'])
+    """
+    plt = _pyplot()
+    panels = list(dict.fromkeys(p.get("panel", "") for p in points)) or [""]
+    curves = list(dict.fromkeys(p["curve"] for p in points))
+    colors = {c: f"C{i % 10}" for i, c in enumerate(curves)}
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for curve in curves:
+            mine = [p for p in points if p.get("panel", "") == panel and p["curve"] == curve]
+            if not mine:
+                continue
+            mine.sort(key=lambda p: -1.0 if p["strength"] is None else p["strength"])
+            xs = [p["plasticity"][0] for p in mine]
+            ys = [p["stability"][0] for p in mine]
+            lone = all(p["strength"] is None for p in mine)
+            ax.errorbar(xs, ys, xerr=[p["plasticity"][1] for p in mine], yerr=[p["stability"][1] for p in mine],
+                        color=colors[curve], marker="s" if lone else "o", markersize=6 if lone else 4,
+                        linestyle="none" if lone else "-", capsize=2, lw=1.2, label=curve)
+            for p, x, y in zip(mine, xs, ys):
+                if p["strength"] is not None:
+                    ax.annotate(f"{p['strength']:g}", (x, y), textcoords="offset points", xytext=(4, 3),
+                                fontsize=7, color=colors[curve])
+        ax.set_xlabel("accuracy on the newest task (plasticity)")
+        ax.set_ylabel("mean accuracy on the old tasks (stability)")
+        ax.grid(alpha=0.3)
+        ax.margins(0.08)
+        # accuracies end at 1: keep error bars from stretching the axes past it
+        ax.set_xlim(right=min(ax.get_xlim()[1], 1.01))
+        ax.set_ylim(top=min(ax.get_ylim()[1], 1.01))
+        if panel:
+            ax.set_title(panel, fontsize=9)
+        ax.legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
