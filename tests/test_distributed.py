@@ -8,6 +8,8 @@ would fail. The model mixes fast-path layers (Linear) with a torch.func one (Lay
 from __future__ import annotations
 
 import datetime
+import os
+import sys
 from pathlib import Path
 
 import torch
@@ -72,6 +74,8 @@ def _compute(rank: int | None) -> dict[str, dict[str, torch.Tensor]]:
 
 def _worker(rank: int, rendezvous: str, out_dir: str) -> None:
     torch.set_num_threads(1)
+    if sys.platform.startswith("linux"):  # loopback: no dependence on how the host name resolves
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD,
                             timeout=datetime.timedelta(seconds=60))
     try:

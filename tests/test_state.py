@@ -119,6 +119,21 @@ def test_si_saved_mid_task_resumes_the_same_path(tmp_path):
     _assert_same(si, again)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
+def test_other_dtypes_round_trip_and_are_checksummed(tmp_path, dtype):
+    model = _model().to(dtype)
+    reg = forgetless.L2(strength=2.0)
+    reg.consolidate(model)
+    path = forgetless.save(reg, tmp_path / "l2.safetensors")
+    again = forgetless.load(path)
+    _assert_same(reg, again)
+    assert again.anchor["0.weight"].dtype == dtype
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x80
+    path.write_bytes(bytes(data))
+    assert "sha256 mismatch" in _error(path)
+
+
 def test_overwrites_atomically_and_leaves_no_temporary_files(tmp_path):
     _, reg = _trained("ewc", tasks=1)
     path = tmp_path / "ewc.safetensors"

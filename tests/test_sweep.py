@@ -356,3 +356,9 @@ def test_a_failed_run_is_reported_missing_and_retried_next_time(config_file, dat
     assert _sweep(cfg, data_dir, out) == 0
     assert "2 runs: 1 finished earlier (reused), 1 to run" in capsys.readouterr().out
     assert json.loads((out / "sweep.json").read_text())["missing"] == []
+
+
+def test_ray_executor_without_ray_says_how_to_install_it(config_file, data_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    assert _sweep(config_file, data_dir, tmp_path / "o", "--executor", "ray") == 2
+    assert "--executor ray needs Ray: pip install 'forgetless[ray]'" in capsys.readouterr().err

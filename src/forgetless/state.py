@@ -143,15 +143,10 @@ def load(
     name, hyperparameters = meta.get("regularizer"), meta.get("hyperparameters")
     if name is None or hyperparameters is None or meta.get("sha256") is None or meta.get("order") is None:
         raise fail("metadata lacks 'regularizer', 'hyperparameters', 'order' or 'sha256'")
-    try:
-        order = json.loads(meta["order"])
-    except json.JSONDecodeError:
-        order = None
     # the digest first: damage is reported as damage, not as whatever it happened to break
-    if (not isinstance(order, list) or not all(isinstance(k, str) for k in order) or sorted(order) != sorted(tensors)
-            or _digest(name, hyperparameters, {key: tensors[key] for key in order}) != meta["sha256"]):
+    tensors = _in_order(meta["order"], tensors)
+    if tensors is None or _digest(name, hyperparameters, tensors) != meta["sha256"]:
         raise fail("sha256 mismatch: the file is damaged (its tensors or metadata changed after it was written)")
-    tensors = {key: tensors[key] for key in order}
     if name not in registry:
         raise fail(f"unknown regularizer {name!r} (known: {', '.join(registry)})")
     try:
@@ -184,8 +179,19 @@ def _digest(name: str, hyperparameters: str, tensors: Mapping[str, Tensor]) -> s
     for key in tensors:
         t = tensors[key].detach().to("cpu").contiguous()
         h.update(f"{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # raw bytes of any dtype (bf16, bool…)
+        h.update(t.reshape(-1).view(torch.uint8).numpy())  # the raw bytes, whatever the dtype (bf16, bool…)
     return h.hexdigest()
+
+
+def _in_order(order_json: str, tensors: dict[str, Tensor]) -> dict[str, Tensor] | None:
+    """``tensors`` in the order saved in the metadata; None if that is not a permutation of their names."""
+    try:
+        order = json.loads(order_json)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(order, list) or not all(isinstance(k, str) for k in order) or sorted(order) != sorted(tensors):
+        return None
+    return {key: tensors[key] for key in order}
 
 
 def _read_metadata(data: bytes, fail) -> dict[str, str]:

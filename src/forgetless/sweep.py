@@ -43,6 +43,16 @@ Each run is ``runs.execute`` of a one-seed RunConfig into ``OUT/runs/<name>/``, 
 fingerprint of the data. Re-running a sweep skips every point whose folder holds a finished result
 with the same resolved config, re-runs unfinished ones (``INCOMPLETE``) and leaves any other run
 folder alone: nothing is lost or duplicated. One sweep at a time may use an ``OUT`` folder (a lock).
+A run that fails is reported and left for the next invocation; the others go on.
+
+Outputs, besides the run folders: ``OUT/sweep.md`` and ``OUT/sweep.json``, one row per config
+but the seed, with mean ± std over seeds of the average accuracy, the accuracy on the old tasks
+(mean of ``R[T-1, k]`` for ``k < T-1``: stability) and on the newest task (``R[T-1, T-1]``:
+plasticity); and ``OUT/stability_plasticity.png`` (:func:`forgetless.plots.stability_plasticity`).
+
+Runs execute in spawned processes on this machine (``--workers``, one torch thread each), or as
+Ray tasks (``--executor ray``, see :mod:`forgetless.executors`); both call :func:`run_point`, and a
+point's result does not depend on which worker ran it or what it ran before.
 """
 from __future__ import annotations
 
@@ -489,7 +499,7 @@ def run_plan(plan: Plan, *, workers: int | None = None, executor: str = "local",
 
             stream = run_ray(run_point, jobs, workers=workers, address=ray_address)
         else:
-            stream = run_local(run_point, jobs, workers=workers or default_workers())
+            stream = run_local(run_point, jobs, workers=min(workers or default_workers(), max(1, len(jobs))))
         for index, result, error in stream:
             point = pending[index]
             if error is None:

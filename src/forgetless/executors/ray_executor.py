@@ -28,21 +28,26 @@ def run_ray(fn: Callable[..., Any], jobs: Sequence[tuple], *, workers: int | Non
 
     ``workers`` caps the tasks in flight (default: as many as the cluster schedules).
     """
+    from ..sweep import SweepError
+
     if not jobs:
         return
     try:
         import ray
     except ImportError:
-        raise RuntimeError("--executor ray needs Ray: pip install 'forgetless[ray]'") from None
+        raise SweepError("--executor ray needs Ray: pip install 'forgetless[ray]'") from None
     started = False
     if ray.is_initialized():
         if address:
             log.warning("Ray is already initialised in this process; ignoring address %s", address)
-    elif address:
-        ray.init(address=address)
-        started = True
     else:
-        ray.init(num_cpus=workers, include_dashboard=False)
+        try:
+            if address:
+                ray.init(address=address)
+            else:
+                ray.init(num_cpus=workers, include_dashboard=False)
+        except Exception as err:  # e.g. no cluster at that address: one line, not Ray's traceback
+            raise SweepError(f"could not start or reach Ray{f' at {address}' if address else ''}: {err}") from None
         started = True
     # max_retries re-runs a task whose worker died (the run folder is simply rewritten);
     # an exception raised by the run itself is not retried: it is reported.

@@ -64,7 +64,7 @@ except ModuleNotFoundError as err:  # pragma: no cover - depends on the environm
 
 __all__ = ["EWCCallback", "penalty"]
 
-Data = Iterable[Any] | Callable[["Trainer", "LightningModule"], Iterable[Any]]
+Data = Iterable[Any] | Callable[[Trainer, LightningModule], Iterable[Any]]
 
 
 class EWCCallback(Callback):
@@ -74,9 +74,11 @@ class EWCCallback(Callback):
         regularizer: any :class:`~forgetless.Regularizer` (EWC, OnlineEWC, SI, MAS, L2), fresh or
             loaded with :func:`forgetless.load`. The callback uses it; you may keep a reference.
         data: what ``consolidate`` reads at the end of each fit: ``None`` (default) for the fit's
-            training dataloader (``trainer.train_dataloader``), an iterable of ``(inputs, targets)``
-            batches, or a callable ``(trainer, pl_module) -> iterable``. Batches must be
-            ``(inputs, targets)`` pairs (tuples or lists); ``pl_module(inputs)`` must return logits.
+            training dataloader (``trainer.train_dataloader``), a callable
+            ``(trainer, pl_module) -> iterable`` (called at the end of every fit, so it can give each
+            task its own data), or an iterable, used as is at the end of every fit (for one task; a
+            generator would be empty the second time). Batches must be ``(inputs, targets)`` pairs
+            (tuples or lists), and ``pl_module(inputs)`` must return logits.
         output_transform: passed to ``consolidate`` (e.g. a task's slice of a multi-head output).
         require_penalty: raise before a backward if :meth:`penalty` was not called during that
             batch, i.e. if ``training_step`` forgot to add it to the loss.
