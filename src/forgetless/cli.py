@@ -149,7 +149,7 @@ def _progress(total: int, desc: str):
 def cmd_seed(args: argparse.Namespace) -> int:
     from .benchmarks import seed_split
     from .data import load_mnist
-    from .plots import seed_bars
+    from .plots import save_figure, seed_bars
     from .report import seed_report, seed_table, versions, write_atomic, write_json
     from .seed import DEFAULT_EWC_STRENGTH, SeedConfig, run_seed, steps_total
 
@@ -165,8 +165,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
     with _progress(steps_total(config, bench), "forgetless seed") as bar:
         result = run_seed(config, bench, on_step=lambda: bar.update(1))
     result |= {"data_source": data.source, "versions": versions(), "seconds": round(time.perf_counter() - start, 2)}
-    fig = seed_bars(result)
-    fig.savefig(out / "accuracy.png", dpi=120)
+    save_figure(seed_bars(result), out / "accuracy.png")
     write_atomic(out / "report.md", seed_report(result))
     write_json(out / "result.json", result)  # last: its presence means the run finished
     print(seed_table(result))

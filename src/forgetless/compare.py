@@ -39,13 +39,12 @@ def compare_report(results: dict[str, dict[str, Any]]) -> str:
 
 
 def write_compare(out: Path, results: dict[str, dict[str, Any]]) -> None:
-    from .plots import method_bars
+    from .plots import method_bars, save_figure
 
     rows = compare_rows(results)
     first = next(iter(results.values()))["config"]
     bars = {r["method"]: (r["average_accuracy"]["mean"], r["average_accuracy"]["std"]) for r in rows}
     reference = {r["method"]: r["published_average_accuracy"] for r in rows if r["published_average_accuracy"] is not None}
-    fig = method_bars(bars, f"{first['benchmark']}, {first['scenario']}-incremental", reference)
-    fig.savefig(out / "compare.png", dpi=110)
+    save_figure(method_bars(bars, f"{first['benchmark']}, {first['scenario']}-incremental", reference), out / "compare.png")
     write_atomic(out / "compare.md", compare_report(results))
     write_json(out / "compare.json", {"rows": rows})

@@ -13,6 +13,14 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, path) -> None:
+    """Write ``fig`` to ``path`` and free it (pyplot keeps every open figure alive)."""
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def seed_bars(result: dict[str, Any]):
     """Bar chart: test accuracy on A and B per procedure, the post's numbers as markers."""
     plt = _pyplot()

@@ -97,14 +97,14 @@ def execute(
 
 
 def write_outputs(out: Path, result: dict[str, Any]) -> None:
-    from .plots import accuracy_heatmap, task_curves
+    from .plots import accuracy_heatmap, save_figure, task_curves
     from .report import metrics_csv, run_report
 
     c = result["config"]
     title = f"{c['method']} on {c['benchmark']} ({c['scenario']}-incremental), {len(result['seeds'])} seed(s)"
     names = result["task_names"]
-    accuracy_heatmap(result["mean_accuracy_matrix"], names, title).savefig(out / "accuracy_matrix.png", dpi=110)
-    task_curves(result["mean_accuracy_matrix"], names, title, result["std_accuracy_matrix"]).savefig(out / "task_curves.png", dpi=110)
+    save_figure(accuracy_heatmap(result["mean_accuracy_matrix"], names, title), out / "accuracy_matrix.png")
+    save_figure(task_curves(result["mean_accuracy_matrix"], names, title, result["std_accuracy_matrix"]), out / "task_curves.png")
     write_atomic(out / "metrics.csv", metrics_csv(result))
     write_atomic(out / "report.md", run_report(result))
     write_json(out / "result.json", result)  # last: its presence means the run finished
