@@ -11,9 +11,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..fisher import ESTIMATORS, fisher_diagonal
 from ..quadratic import merge_quadratic, quadratic_penalty
 from .base import Batches, OutputTransform, Regularizer, check_strength, snapshot, trainable_parameters
+from .task_fisher import check_fisher_options, task_fisher
 
 
 class EWC(Regularizer):
@@ -56,10 +56,7 @@ class EWC(Regularizer):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"unknown Fisher estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
-        if fisher_samples is not None and fisher_samples < 1:
-            raise ValueError(f"fisher_samples must be >= 1 or None, got {fisher_samples}")
+        check_fisher_options(estimator, fisher_samples)
         self.strength = check_strength("strength", strength)
         self.estimator = estimator
         self.fisher_samples = fisher_samples
@@ -78,12 +75,9 @@ class EWC(Regularizer):
     def consolidate(
         self, model: nn.Module, data: Batches | None = None, *, output_transform: OutputTransform | None = None
     ) -> None:
-        if data is None:
-            raise ValueError("EWC.consolidate needs the task's data to compute the Fisher")
-        generator = torch.Generator().manual_seed(self.seed + self.tasks_seen)
-        fisher = fisher_diagonal(
-            model, data, estimator=self.estimator, output_transform=output_transform,
-            generator=generator, max_samples=self.fisher_samples,
+        fisher = task_fisher(
+            "EWC", model, data, estimator=self.estimator, fisher_samples=self.fisher_samples,
+            seed=self.seed, task_index=self.tasks_seen, output_transform=output_transform,
         )
         theta = snapshot(model)
         if self.tasks_seen == 0:

@@ -15,12 +15,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from ..fisher import ESTIMATORS, fisher_diagonal
 from ..quadratic import quadratic_penalty
 from .base import Batches, OutputTransform, Regularizer, check_strength, snapshot, trainable_parameters
+from .task_fisher import check_fisher_options, task_fisher
 
 
 class OnlineEWC(Regularizer):
@@ -65,10 +64,7 @@ class OnlineEWC(Regularizer):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"unknown Fisher estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
-        if fisher_samples is not None and fisher_samples < 1:
-            raise ValueError(f"fisher_samples must be >= 1 or None, got {fisher_samples}")
+        check_fisher_options(estimator, fisher_samples)
         decay = float(decay)
         if not (math.isfinite(decay) and 0.0 <= decay <= 1.0):
             raise ValueError(f"decay must be in [0, 1], got {decay!r}")
@@ -89,12 +85,9 @@ class OnlineEWC(Regularizer):
     def consolidate(
         self, model: nn.Module, data: Batches | None = None, *, output_transform: OutputTransform | None = None
     ) -> None:
-        if data is None:
-            raise ValueError("OnlineEWC.consolidate needs the task's data to compute the Fisher")
-        generator = torch.Generator().manual_seed(self.seed + self.tasks_seen)
-        fisher = fisher_diagonal(
-            model, data, estimator=self.estimator, output_transform=output_transform,
-            generator=generator, max_samples=self.fisher_samples,
+        fisher = task_fisher(
+            "OnlineEWC", model, data, estimator=self.estimator, fisher_samples=self.fisher_samples,
+            seed=self.seed, task_index=self.tasks_seen, output_transform=output_transform,
         )
         if self.tasks_seen == 0:
             self.importance = fisher
