@@ -103,6 +103,13 @@ def _seeds(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected seeds like 0-4 or 0,1,2, got {text!r}") from None
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 1e2,1e3, got {text!r}") from None
+
+
 def _widths(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(","))
@@ -116,6 +123,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", help=f"one of: {', '.join(SCENARIOS)}")
     p.add_argument("--seeds", type=_seeds, help="e.g. 0-4 (mean ± std over seeds)")
     p.add_argument("--strength", type=_strength, help="λ (c for SI), or 'auto': search on validation data")
+    p.add_argument("--strength-grid", type=_floats, help="values --strength auto tries, e.g. 1e2,1e3,1e4")
     p.add_argument("--decay", type=float, help="online EWC's γ")
     p.add_argument("--damping", type=float, help="SI's ξ")
     p.add_argument("--estimator", help=f"Fisher estimator: {', '.join(ESTIMATORS)}")
@@ -175,7 +183,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
-RUN_FLAGS = ("benchmark", "scenario", "seeds", "strength", "decay", "damping", "estimator", "fisher_samples",
+RUN_FLAGS = ("benchmark", "scenario", "seeds", "strength", "strength_grid", "decay", "damping", "estimator", "fisher_samples",
              "hidden", "iterations", "batch_size", "lr", "n_tasks")
 
 

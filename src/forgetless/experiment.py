@@ -37,6 +37,7 @@ class RunConfig:
     method: str = "ewc"
     seeds: tuple[int, ...] = (0,)
     strength: float | None = None       # λ (c for SI); None: the method's default
+    strength_grid: tuple[float, ...] | None = None  # values `--strength auto` tries; None: the method's grid
     decay: float = 1.0                  # online EWC's γ
     damping: float = 0.1                # SI's ξ
     estimator: str = "exact"            # Fisher estimator for EWC / online EWC
@@ -57,6 +58,8 @@ class RunConfig:
             raise ValueError(f"{self.benchmark} has only the {', '.join(SUPPORTED_SCENARIOS[self.benchmark])} scenario")
         if not self.seeds:
             raise ValueError("seeds: give at least one seed")
+        if self.strength_grid is not None and not (self.strength_grid and all(0 <= v < math.inf for v in self.strength_grid)):
+            raise ValueError(f"strength_grid must list finite strengths >= 0, got {self.strength_grid}")
         if self.strength is not None and not (0 <= self.strength < math.inf):
             raise ValueError(f"strength must be a finite number >= 0, got {self.strength}")
         if not 0 <= self.decay <= 1:
@@ -87,6 +90,7 @@ class RunConfig:
         out = asdict(self)
         out["strength"] = self.resolved_strength
         out["hidden"], out["seeds"] = list(self.hidden), list(self.seeds)
+        out["strength_grid"] = None if self.strength_grid is None else list(self.strength_grid)
         return out
 
 

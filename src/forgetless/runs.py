@@ -53,7 +53,7 @@ def choose_strength(config: RunConfig, make_bench: BenchmarkFactory, progress: P
         run = run_seed(dataclasses.replace(config, strength=strength), bench, seed, progress)
         return float(run.valid_matrix[-1].mean())
 
-    return search_strength(score, STRENGTH_GRIDS[config.method])
+    return search_strength(score, config.strength_grid or STRENGTH_GRIDS[config.method])
 
 
 def execute(
