@@ -35,3 +35,56 @@ def write_mnist_dir(folder: Path, n_train: int = 1200, n_test: int = 400, gz: bo
             else:
                 name.write_bytes(raw)
     return folder
+
+
+def small_model():
+    """A 6-8-3 tanh network for regularizer tests."""
+    from torch import nn
+
+    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+
+
+def random_task(seed: int, n: int = 40):
+    """``n`` random 6-d inputs with random labels among 3 classes."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 6, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def perturb(model, seed: int, scale: float = 0.3) -> None:
+    """Move every parameter by seeded Gaussian noise (to get away from an anchor)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+
+
+def old_task_accuracy(reg, steps: int = 150, lr: float = 1e-2) -> float:
+    """Train two conflicting tasks in a plain user loop with ``reg`` (or None); accuracy on task 1 after.
+
+    Uses the whole lifecycle (begin_task, penalty, after_step, consolidate) as a user would.
+    """
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    x1, y1 = torch.randn(200, 6), torch.randint(0, 3, (200,))
+    x2, y2 = torch.randn(200, 6), (y1 + 1) % 3  # conflicting labels on similar inputs
+    model = small_model()
+    for x, y in ((x1, y1), (x2, y2)):
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        if reg:
+            reg.begin_task(model)
+        for _ in range(steps):
+            loss = nn.functional.cross_entropy(model(x), y) + (reg.penalty(model) if reg else 0)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if reg:
+                reg.after_step(model)
+        if reg:
+            reg.consolidate(model, (x, y))
+    return float((model(x1).argmax(1) == y1).float().mean())

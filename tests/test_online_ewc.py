@@ -2,26 +2,13 @@ import io
 
 import pytest
 import torch
-from torch import nn
 
 import forgetless
 from forgetless import EWC, OnlineEWC, fisher_diagonal
 
-
-def _model():
-    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+from synthetic import perturb as _perturb, random_task as _task, small_model as _model
 
 
-def _task(seed, n=40):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 6, generator=g), torch.randint(0, 3, (n,), generator=g)
-
-
-def _perturb(model, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=g))
 
 
 def _params(model):
