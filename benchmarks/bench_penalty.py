@@ -232,6 +232,7 @@ def interleaved(runs: dict, repeats: int, block: int) -> tuple[dict, dict]:
     times = {key: [] for key in runs}
     for _ in range(repeats):
         for key, fn in runs.items():
+            fn()  # untimed: whatever the previous run left in caches and the allocator is not charged here
             start = time.perf_counter()
             for _ in range(block):
                 fn()
@@ -334,8 +335,12 @@ def bench_regularizers(name, hidden, classes, task_counts, repeats, block_s) -> 
     runs = {"plain": stepper.step}
     for (k, t), reg in kept.items():
         runs[(k, t)] = lambda reg=reg: stepper.step(lambda: reg.penalty(model), lambda: reg.after_step(model))
-    runs[("naive-ewc", biggest)] = lambda: stepper.step(lambda: naive.penalty(model))
     times, ratios = interleaved(runs, repeats, block)
+    # the naive sum walks 100x the state: timed on its own against the plain step, not to disturb the others
+    naive_runs = {"plain": stepper.step, ("naive-ewc", biggest): lambda: stepper.step(lambda: naive.penalty(model))}
+    naive_times, naive_ratios = interleaved(naive_runs, max(3, repeats // 3), block)
+    times.update({k: v for k, v in naive_times.items() if k != "plain"})
+    ratios.update({k: v for k, v in naive_ratios.items() if k != "plain"})
     plain = times["plain"]
     pb = param_bytes(model)
     print(f"\n{name}: plain step = {plain * 1e3:.3f} ms; setup of {biggest} tasks {setup:.1f} s; "

@@ -119,3 +119,9 @@ def test_auto_strength_searches_on_validation(data_dir, tmp_path, monkeypatch):
     search = result["strength_search"]
     assert search["grid"] == [1.0, 100.0] and len(search["validation_scores"]) == 2
     assert result["config"]["strength"] == search["best"]
+    # the first seed's run at the chosen strength is the search's own run: identical to a fresh one
+    fixed = tmp_path / "fixed"
+    assert main(["run", "--benchmark", "split-mnist", "--scenario", "domain", "--method", "ewc",
+                 "--strength", str(search["best"]), "--data-dir", str(data_dir), "--out", str(fixed), *FAST]) == 0
+    again = json.loads((fixed / "result.json").read_text())
+    assert again["seeds"][0]["accuracy_matrix"] == result["seeds"][0]["accuracy_matrix"]

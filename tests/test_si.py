@@ -179,6 +179,26 @@ def test_state_dict_round_trip_through_weights_only_load(mid_task):
             torch.testing.assert_close(fresh.importance[name], si.importance[name])
 
 
+def test_task_not_starting_at_the_anchor_measures_from_its_own_start():
+    model = TwoScalars()
+    si = SI(damping=0.1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    si.begin_task(model)
+    _step(model, opt, si, [1.0, 2.0])    # Δθ = (-0.1, -0.2), ω = (0.1, 0.4), θ = (0.9, -1.2)
+    si.consolidate(model)
+    si.begin_task(model)
+    assert si.start == {}                # starts at the anchor: shared, not copied
+    si.consolidate(model)
+    with torch.no_grad():                # moved between tasks (e.g. fine-tuned elsewhere)
+        model.theta.add_(torch.tensor([1.0, 0.0], dtype=torch.float64))
+    si.begin_task(model)
+    _step(model, opt, si, [1.0, 1.0])    # Δθ = (-0.1, -0.1), ω = (0.1, 0.1), θ = (1.8, -1.3)
+    si.consolidate(model)
+    # Δ from this task's start (1.9, -1.2) is (-0.1, -0.1), not the distance from the anchor (0.9, -0.1)
+    task_1 = torch.tensor([0.1 / 0.11, 0.4 / 0.14], dtype=torch.float64)
+    torch.testing.assert_close(si.importance["theta"], task_1 + torch.tensor([0.1 / 0.11, 0.1 / 0.11], dtype=torch.float64))
+
+
 @pytest.mark.parametrize("bad", [0.0, -0.1, float("nan"), float("inf")])
 def test_bad_damping_is_refused(bad):
     with pytest.raises(ValueError, match="damping"):
@@ -188,8 +208,6 @@ def test_bad_damping_is_refused(bad):
 def test_registered_and_hyperparameters_recorded():
     assert forgetless.REGULARIZERS["si"] is SI
     assert SI(strength=0.5, damping=0.01).hyperparameters() == {"strength": 0.5, "damping": 0.01}
-
-
 
 
 def test_si_in_a_user_training_loop_keeps_old_task():

@@ -57,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--epochs", type=_positive_int, default=6, help="epochs per task (fair protocol)")
     seed.add_argument("--dropout", type=float, default=0.5, help="dropout after the hidden layer (fair protocol; default 0.5)")
     seed.add_argument("--strength", type=_strength, default=None,
-                      help="EWC λ, or 'auto' to choose it on validation data (default: %(default)s → built-in)")
+                      help="EWC λ, or 'auto' (default): choose it on validation data")
+    seed.add_argument("--strength-grid", type=_floats, default=None,
+                      help="values the auto search tries (default: quarter decades 316 … 5623)")
+    seed.add_argument("--lr", type=float, default=None, help="Adam's learning rate, every procedure (fair protocol)")
     seed.add_argument("--l2-strength", type=_strength, default=1.0, help="λ of the L2 anchor (default 1)")
     seed.add_argument("--estimator", choices=ESTIMATORS, default="exact", help="Fisher estimator")
     seed.add_argument("--fisher-samples", type=_positive_int, default=None, help="samples for the Fisher (default all)")
@@ -159,13 +162,13 @@ def cmd_seed(args: argparse.Namespace) -> int:
     from .data import load_mnist
     from .plots import save_figure, seed_bars
     from .report import seed_report, seed_table, versions, write_atomic, write_json
-    from .seed import DEFAULT_EWC_STRENGTH, SeedConfig, run_seed, steps_total
+    from .seed import SeedConfig, run_seed, steps_total
 
-    strength = DEFAULT_EWC_STRENGTH if args.strength is None else args.strength
     if args.l2_strength == "auto":
         raise UsageError("--l2-strength auto is not supported; give a number")
-    config = SeedConfig(seed=args.seed, protocol=args.protocol, epochs=args.epochs, dropout=args.dropout, strength=strength,
-                        l2_strength=args.l2_strength, estimator=args.estimator, fisher_samples=args.fisher_samples)
+    given = {k: getattr(args, k) for k in ("strength", "strength_grid", "lr") if getattr(args, k) is not None}
+    config = SeedConfig(seed=args.seed, protocol=args.protocol, epochs=args.epochs, dropout=args.dropout,
+                        l2_strength=args.l2_strength, estimator=args.estimator, fisher_samples=args.fisher_samples, **given)
     data = load_mnist(args.data_dir, download=args.download)
     out = _new_out_dir(args.out, "seed")
     bench = seed_split(data, seed=config.seed, valid_fraction=config.valid_fraction)

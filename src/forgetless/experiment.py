@@ -21,7 +21,7 @@ from .benchmarks.scenarios import SCENARIOS, eval_output_transform, task_output_
 from .fisher import ESTIMATORS
 from .models import mlp
 from .regularizers import REGULARIZERS, Regularizer
-from .training import accuracy, train_joint, train_task
+from .training import accuracy, adam, train_joint, train_task
 
 METHODS: tuple[str, ...] = ("naive", "joint", *REGULARIZERS)
 # Defaults for each method's strength (λ, or c for SI); `--strength auto` searches on validation data.
@@ -145,7 +145,7 @@ def run_seed(
     for t, task in enumerate(bench.tasks):
         label = f"seed {seed} · {config.method} · task {t + 1}/{T}"
         on_step = progress(label, config.iterations) if progress else None
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
+        optimizer = adam(model, config.lr)
         start = time.perf_counter()
         if config.method == "joint":  # upper bound: all data of the tasks so far
             parts = [(bench.tasks[j].train, _joint_transform(bench, j, t)) for j in range(t + 1)]

@@ -58,12 +58,20 @@ def seed_report(result: dict[str, Any]) -> str:
         f"Fisher estimator `{c['estimator']}`, L2 λ = {c['l2_strength']:g}.",
         f"Data: {result.get('data_source', '?')}. {result['selection'].capitalize()}.",
     ]
-    search = result.get("strength_search")
-    if search:
-        lines += ["", "EWC strength search (mean validation accuracy over A and B):", "",
-                  "| λ | validation |", "|---|---|"]
-        lines += [f"| {s:g} | {v:.4f} |" for s, v in zip(search["grid"], search["validation_scores"])]
+    if result.get("strength_search"):
+        lines += search_table(result["strength_search"], "EWC strength search (mean validation accuracy over A and B)", "λ")
     return "\n".join(lines) + "\n"
+
+
+def search_table(search: dict[str, Any], title: str, symbol: str) -> list[str]:
+    """Markdown lines: the validation score of every strength tried, the winner, and a grid-edge warning."""
+    lines = ["", f"{title}:", "", f"| {symbol} | validation |", "|---|---|"]
+    for strength, score in zip(search["grid"], search["validation_scores"]):
+        cell = "diverged" if score is None else f"{score:.4f}"
+        lines.append(f"| {strength:g} | {cell}{' ← chosen' if strength == search['best'] else ''} |")
+    if search.get("best_at_grid_edge"):
+        lines += ["", "The chosen value is at the edge of the grid: a wider grid (--strength-grid) may do better."]
+    return lines
 
 
 def _finite(value: Any) -> Any:
@@ -115,8 +123,6 @@ def run_report(result: dict[str, Any]) -> str:
               "| after \\ on | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for name, row in zip(names, result["mean_accuracy_matrix"]):
         lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
-    search = result.get("strength_search")
-    if search:
-        lines += ["", "Strength search (validation average accuracy, first seed):", "", "| strength | validation |", "|---|---|"]
-        lines += [f"| {s:g} | {v:.4f} |" for s, v in zip(search["grid"], search["validation_scores"])]
+    if result.get("strength_search"):
+        lines += search_table(result["strength_search"], "Strength search (validation average accuracy, first seed)", "strength")
     return "\n".join(lines) + "\n"

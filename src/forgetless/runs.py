@@ -44,16 +44,23 @@ def finished_result(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def choose_strength(config: RunConfig, make_bench: BenchmarkFactory, progress: Progress | None) -> StrengthSearch:
-    """Search the method's grid with the first seed, scoring validation average accuracy."""
+def choose_strength(
+    config: RunConfig, make_bench: BenchmarkFactory, progress: Progress | None
+) -> tuple[StrengthSearch, SeedRun]:
+    """Search the method's grid with the first seed, scoring validation average accuracy.
+
+    Returns the search and the first seed's run at the chosen strength (not trained twice).
+    """
     seed = config.seeds[0]
     bench = make_bench(seed)
+    tried: dict[float, SeedRun] = {}
 
     def score(strength: float) -> float:
-        run = run_seed(dataclasses.replace(config, strength=strength), bench, seed, progress)
-        return float(run.valid_matrix[-1].mean())
+        tried[strength] = run_seed(dataclasses.replace(config, strength=strength), bench, seed, progress)
+        return float(tried[strength].valid_matrix[-1].mean())
 
-    return search_strength(score, config.strength_grid or STRENGTH_GRIDS[config.method])
+    search = search_strength(score, config.strength_grid or STRENGTH_GRIDS[config.method])
+    return search, tried[search.best]
 
 
 def execute(
@@ -68,12 +75,13 @@ def execute(
     start = time.perf_counter()
     requested = config.resolved()
     search = None
+    runs: list[SeedRun] = []
     if auto_strength and config.method in STRENGTH_GRIDS:
-        search = choose_strength(config, make_bench, progress)
+        search, first = choose_strength(config, make_bench, progress)
+        runs.append(first)
         config = dataclasses.replace(config, strength=search.best)
         write_json(out / "config.json", {"config": config.resolved(), "strength_search": search.as_dict(), "versions": versions()})
-    runs: list[SeedRun] = []
-    for seed in config.seeds:
+    for seed in config.seeds[len(runs):]:
         runs.append(run_seed(config, make_bench(seed), seed, progress))
     bench = make_bench(config.seeds[0])
     result = {

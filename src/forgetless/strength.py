@@ -1,8 +1,14 @@
 """Choosing a regularization strength on validation data (never on test data)."""
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
+
+from .training import TrainingError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -10,20 +16,33 @@ class StrengthSearch:
     """The whole curve and the winner: ``scores[i]`` is the validation score of ``grid[i]``."""
 
     grid: tuple[float, ...]
-    scores: tuple[float, ...]
+    scores: tuple[float, ...]  # NaN where training at that strength diverged
 
     @property
     def best(self) -> float:
         # Ties go to the smaller strength: the least constrained model that does as well.
-        best_score = max(self.scores)
+        finite = [v for v in self.scores if not math.isnan(v)]
+        if not finite:
+            raise TrainingError(f"training diverged at every strength tried ({', '.join(f'{s:g}' for s in self.grid)})")
+        best_score = max(finite)
         return next(s for s, v in zip(self.grid, self.scores) if v == best_score)
 
+    @property
+    def at_edge(self) -> bool:
+        """True when the winner is the smallest or largest value tried: the grid may be too narrow."""
+        return len(self.grid) > 1 and self.best in (self.grid[0], self.grid[-1])
+
     def as_dict(self) -> dict:
-        return {"grid": list(self.grid), "validation_scores": list(self.scores), "best": self.best}
+        # NaN is not JSON: a diverged strength is written as null.
+        scores = [None if math.isnan(v) else v for v in self.scores]
+        return {"grid": list(self.grid), "validation_scores": scores, "best": self.best, "best_at_grid_edge": self.at_edge}
 
 
 def search_strength(score: Callable[[float], float], grid: Sequence[float]) -> StrengthSearch:
     """Evaluate ``score(strength)`` (higher is better) on every value of ``grid``.
+
+    A strength whose training diverges (:class:`TrainingError`, e.g. a NaN loss at a huge λ) scores
+    NaN and is never chosen; the search goes on with the other values.
 
     Example:
         >>> search_strength(lambda s: -abs(s - 10), [1, 10, 100]).best
@@ -32,4 +51,11 @@ def search_strength(score: Callable[[float], float], grid: Sequence[float]) -> S
     if not grid:
         raise ValueError("the strength grid is empty")
     values = tuple(sorted(grid))
-    return StrengthSearch(values, tuple(float(score(s)) for s in values))
+    scores = []
+    for strength in values:
+        try:
+            scores.append(float(score(strength)))
+        except TrainingError as err:
+            log.warning("strength %g diverged, skipped: %s", strength, err)
+            scores.append(math.nan)
+    return StrengthSearch(values, tuple(scores))
