@@ -125,3 +125,17 @@ def test_auto_strength_searches_on_validation(data_dir, tmp_path, monkeypatch):
                  "--strength", str(search["best"]), "--data-dir", str(data_dir), "--out", str(fixed), *FAST]) == 0
     again = json.loads((fixed / "result.json").read_text())
     assert again["seeds"][0]["accuracy_matrix"] == result["seeds"][0]["accuracy_matrix"]
+
+
+@pytest.mark.parametrize("flag, optimizers", [([], 5), (["--no-reset-optimizer"], 1)])
+def test_one_optimizer_for_the_sequence_when_asked(flag, optimizers, data_dir, tmp_path, monkeypatch):
+    from forgetless import experiment
+
+    made = []
+    real_adam = experiment.adam
+    monkeypatch.setattr(experiment, "adam", lambda model, lr: made.append(lr) or real_adam(model, lr))
+    out = tmp_path / "run"
+    assert main(["run", "--benchmark", "split-mnist", "--scenario", "task", "--method", "naive",
+                 "--data-dir", str(data_dir), "--out", str(out), *FAST, *flag]) == 0
+    assert len(made) == optimizers  # split MNIST has 5 tasks
+    assert json.loads((out / "result.json").read_text())["config"]["reset_optimizer"] is not bool(flag)

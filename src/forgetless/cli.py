@@ -135,6 +135,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=_positive_int, help="updates per task")
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--lr", type=float)
+    p.add_argument("--reset-optimizer", action=argparse.BooleanOptionalAction, default=None,
+                   help="a fresh Adam for every task (default), or --no-reset-optimizer: one Adam for the whole sequence")
     p.add_argument("--n-tasks", type=_positive_int, help="permuted MNIST: number of tasks")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: a new one under runs/)")
     _add_data_options(p)
@@ -187,7 +189,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 RUN_FLAGS = ("benchmark", "scenario", "seeds", "strength", "strength_grid", "decay", "damping", "estimator", "fisher_samples",
-             "hidden", "iterations", "batch_size", "lr", "n_tasks")
+             "hidden", "iterations", "batch_size", "lr", "reset_optimizer", "n_tasks")
 
 
 def _run_settings(args: argparse.Namespace, extra: dict) -> tuple[dict, bool]:

@@ -46,6 +46,7 @@ class RunConfig:
     iterations: int = 2000              # mini-batch updates per task
     batch_size: int = 128
     lr: float = 1e-3
+    reset_optimizer: bool = True        # a fresh Adam per task; False: one Adam (and its moments) throughout
     n_tasks: int = 10                   # permuted MNIST only
     valid_fraction: float = 0.1         # held out of each task's training data
 
@@ -145,7 +146,8 @@ def run_seed(
     for t, task in enumerate(bench.tasks):
         label = f"seed {seed} · {config.method} · task {t + 1}/{T}"
         on_step = progress(label, config.iterations) if progress else None
-        optimizer = adam(model, config.lr)
+        if t == 0 or config.reset_optimizer:
+            optimizer = adam(model, config.lr)
         start = time.perf_counter()
         if config.method == "joint":  # upper bound: all data of the tasks so far
             parts = [(bench.tasks[j].train, _joint_transform(bench, j, t)) for j in range(t + 1)]
