@@ -136,6 +136,11 @@ def stability_plasticity(points: list[dict[str, Any]], title: str = ""):
     panels = list(dict.fromkeys(p.get("panel", "") for p in points)) or [""]
     curves = list(dict.fromkeys(p["curve"] for p in points))
     colors = {c: f"C{i % 10}" for i, c in enumerate(curves)}
+    # Curves can coincide (EWC and online EWC are the same method for two tasks): line styles and
+    # markers differ too, so a curve drawn over another stays visible.
+    styles = {c: ("-", "--", ":", "-.")[i % 4] for i, c in enumerate(curves)}
+    markers = {c: "ovD^<>"[i % 6] for i, c in enumerate(curves)}
+    sizes = {c: 3 + 1.5 * (len(curves) - i) for i, c in enumerate(curves)}  # earlier curves peek out
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         for curve in curves:
@@ -147,8 +152,9 @@ def stability_plasticity(points: list[dict[str, Any]], title: str = ""):
             ys = [p["stability"][0] for p in mine]
             lone = all(p["strength"] is None for p in mine)
             ax.errorbar(xs, ys, xerr=[p["plasticity"][1] for p in mine], yerr=[p["stability"][1] for p in mine],
-                        color=colors[curve], marker="s" if lone else "o", markersize=6 if lone else 4,
-                        linestyle="none" if lone else "-", capsize=2, lw=1.2, label=curve)
+                        color=colors[curve], marker="s" if lone else markers[curve], markersize=6 if lone else sizes[curve],
+                        linestyle="none" if lone else styles[curve], capsize=2, lw=1.2, label=curve,
+                        markerfacecolor="none" if styles[curve] != "-" else colors[curve])
             for p, x, y in zip(mine, xs, ys):
                 if p["strength"] is not None:
                     ax.annotate(f"{p['strength']:g}", (x, y), textcoords="offset points", xytext=(4, 3),
