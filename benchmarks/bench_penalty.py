@@ -309,6 +309,7 @@ def bench_regularizers(name, hidden, classes, task_counts, repeats, block_s) -> 
     regs = {k: make() for k, make in makers.items()}
     naive = NaiveEWC(1.0)
     kept: dict[tuple[str, int], Regularizer] = {}
+    between: dict[tuple[str, int], int] = {}  # state bytes right after consolidating, before the next task
     setup = time.perf_counter()
     for t in range(1, max(task_counts) + 1):
         regs["si"].begin_task(model)
@@ -320,15 +321,16 @@ def bench_regularizers(name, hidden, classes, task_counts, repeats, block_s) -> 
         if t in task_counts:
             for k, reg in regs.items():
                 kept[(k, t)] = copy.deepcopy(reg)
+                between[(k, t)] = state_bytes(kept[(k, t)])
+                # the next task starts here, where this one ended: as in training (SI's after_step needs it,
+                # and SI shares its start with the anchor when they coincide)
+                kept[(k, t)].begin_task(model)
     setup = time.perf_counter() - setup
     biggest = max(task_counts)
     # the folded EWC equals the naive sum (the constant included)
     folded = float(kept[("ewc", biggest)].penalty(model).detach())
     summed = float(naive.penalty(model).detach())
     fold_err = abs(folded - summed) / max(abs(summed), 1e-30)
-    between = {key: state_bytes(reg) for key, reg in kept.items()}
-    for (k, t), reg in kept.items():
-        reg.begin_task(model)  # mid-task, as in training (SI's after_step needs it)
     during_si = {t: state_bytes(kept[("si", t)]) for t in task_counts}
 
     block = block_for(stepper, block_s)
