@@ -4,7 +4,7 @@
 
 Random MNIST-shaped data (N = 30000 samples of 784 pixels in [0, 1], 5 or 10 classes). For each network,
 in ONE process, interleaved round by round so that load on a shared machine hits all of them alike:
-  * one plain training epoch: Adam (lr 1e-3), batch 128, cross-entropy, over the same N samples;
+  * one plain training epoch: Adam (lr 1e-3, fused as in training), batch 128, cross-entropy, over the same N samples;
   * fisher_diagonal for each estimator, at each internal batch size (the best one is reported);
   * the straightforward per-sample loop (batch size 1, autograd.grad on log p; for ``exact`` a loop over
     classes weighted by p) on a subset, extrapolated to N; it is also the correctness reference.
@@ -30,6 +30,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout, uninstalled
 from forgetless.fisher import fisher_diagonal  # noqa: E402
+from forgetless.training import adam  # noqa: E402
 
 NETWORKS = {"784-128-5 (seed)": ((128,), 5), "784-400-400-10": ((400, 400), 10),
             "784-1000-1000-10": ((1000, 1000), 10)}
@@ -101,7 +102,7 @@ def bench(name, hidden, classes, n, repeats, loop_n, batch_sizes):
     x, y = torch.rand(n, 784), torch.randint(0, classes, (n,))
     model = mlp(hidden, classes)
     trained = copy.deepcopy(model)  # epochs on random labels kill its ReLUs: the Fisher uses the fresh one
-    opt = torch.optim.Adam(trained.parameters(), lr=1e-3)
+    opt = adam(trained, 1e-3)  # the optimizer forgetless trains with (fused where torch has it)
     batches = {bs: [(x[i:i + bs], y[i:i + bs]) for i in range(0, n, bs)] for bs in batch_sizes}
     runs = {"epoch": lambda: train_epoch(trained, opt, x, y)}
     for est in ESTIMATORS:
