@@ -81,7 +81,7 @@ def train_task(
         if not torch.isfinite(loss):
             epoch = step // steps_per_epoch + 1
             raise TrainingError(
-                f"{label}: the loss became {float(loss)} at epoch {epoch} (step {step + 1}); "
+                f"{label}: the loss became {float(loss.detach())} at epoch {epoch} (step {step + 1}); "
                 "lower the learning rate or the regularization strength"
             )
         optimizer.zero_grad(set_to_none=True)
