@@ -21,6 +21,7 @@ from .benchmarks.scenarios import SCENARIOS, eval_output_transform, task_output_
 from .fisher import ESTIMATORS
 from .models import mlp
 from .regularizers import REGULARIZERS, Regularizer
+from .strength import check_grid
 from .training import accuracy, adam, train_joint, train_task
 
 METHODS: tuple[str, ...] = ("naive", "joint", *REGULARIZERS)
@@ -59,8 +60,8 @@ class RunConfig:
             raise ValueError(f"{self.benchmark} has only the {', '.join(SUPPORTED_SCENARIOS[self.benchmark])} scenario")
         if not self.seeds:
             raise ValueError("seeds: give at least one seed")
-        if self.strength_grid is not None and not (self.strength_grid and all(0 <= v < math.inf for v in self.strength_grid)):
-            raise ValueError(f"strength_grid must list finite strengths >= 0, got {self.strength_grid}")
+        if self.strength_grid is not None:
+            check_grid(self.strength_grid)
         if self.strength is not None and not (0 <= self.strength < math.inf):
             raise ValueError(f"strength must be a finite number >= 0, got {self.strength}")
         if not 0 <= self.decay <= 1:

@@ -23,7 +23,7 @@ from torch import nn
 from .benchmarks import Benchmark, Split
 from .models import mlp
 from .regularizers import EWC, L2, Regularizer
-from .strength import StrengthSearch, search_strength
+from .strength import StrengthSearch, check_grid, search_strength
 from .training import accuracy, adam, train_task
 
 PROCEDURES = ("multitask", "naive", "l2", "ewc")
@@ -73,8 +73,7 @@ class SeedConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not self.strength_grid or not all(0 <= v < math.inf for v in self.strength_grid):
-            raise ValueError(f"strength grid must be finite numbers >= 0, got {list(self.strength_grid)}")
+        check_grid(self.strength_grid)
 
 
 @dataclass(frozen=True)
@@ -110,6 +109,7 @@ class SeedRunner:
         self.config, self.bench, self.on_step = config, bench, on_step
         self.task_a, self.task_b = bench.tasks
         self._after_a: dict[tuple[int, float], nn.Module] = {}
+        self._ewc_state: dict[tuple[int, float], dict[str, torch.Tensor]] = {}  # EWC after task A, λ aside
 
     def new_model(self, dropout: float) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
@@ -133,6 +133,19 @@ class SeedRunner:
             self._after_a[key] = model
         return copy.deepcopy(self._after_a[key])
 
+    def consolidate_on_a(self, reg: Regularizer, model: nn.Module, schedule: Schedule) -> None:
+        """``reg.consolidate`` on task A; an EWC's Fisher is computed once per task-A model and reused
+        for every λ (its state does not depend on λ), instead of once per value of the search."""
+        if not isinstance(reg, EWC):
+            reg.consolidate(model, (self.task_a.train.x, self.task_a.train.y))
+            return
+        key = (schedule.epochs_a, schedule.dropout)
+        if key not in self._ewc_state:
+            reg.consolidate(model, (self.task_a.train.x, self.task_a.train.y))
+            self._ewc_state[key] = reg.state_dict()
+        else:
+            reg.load_state_dict(self._ewc_state[key])
+
     def scores(self, model: nn.Module) -> dict[str, dict[str, float]]:
         return {
             split: {t.name: accuracy(model, getattr(t, split)) for t in self.bench.tasks}
@@ -147,7 +160,7 @@ class SeedRunner:
     def sequential(self, name: str, schedule: Schedule, reg: Regularizer | None) -> nn.Module:
         model = self.after_a(schedule, name)
         if reg is not None:
-            reg.consolidate(model, (self.task_a.train.x, self.task_a.train.y))
+            self.consolidate_on_a(reg, model, schedule)
         self.train(model, self.task_b.train, schedule.epochs_b, f"{name}, task B", reg, salt=2)
         return model
 

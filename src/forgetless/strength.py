@@ -38,6 +38,12 @@ class StrengthSearch:
         return {"grid": list(self.grid), "validation_scores": scores, "best": self.best, "best_at_grid_edge": self.at_edge}
 
 
+def check_grid(grid: Sequence[float]) -> None:
+    """A strength grid is a non-empty list of finite strengths >= 0 (ValueError otherwise)."""
+    if not grid or not all(0 <= v < math.inf for v in grid):
+        raise ValueError(f"strength_grid must list finite strengths >= 0, got {list(grid)}")
+
+
 def search_strength(score: Callable[[float], float], grid: Sequence[float]) -> StrengthSearch:
     """Evaluate ``score(strength)`` (higher is better) on every value of ``grid``.
 
