@@ -31,11 +31,11 @@ class EWC(Regularizer):
         >>> import torch, forgetless
         >>> model = torch.nn.Linear(4, 3)
         >>> ewc = forgetless.EWC(strength=100.0)
-        >>> float(ewc.penalty(model))
+        >>> float(ewc.penalty(model).detach())
         0.0
         >>> data = [(torch.randn(8, 4), torch.randint(0, 3, (8,)))]
         >>> ewc.consolidate(model, data)
-        >>> float(ewc.penalty(model))   # still at the anchor
+        >>> float(ewc.penalty(model).detach())   # still at the anchor
         0.0
         >>> with torch.no_grad():
         ...     _ = model.weight.add_(0.1)
