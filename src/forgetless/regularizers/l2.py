@@ -27,7 +27,7 @@ class L2(Regularizer):
         >>> l2.consolidate(model)
         >>> with torch.no_grad():
         ...     _ = model.weight.add_(1.0)
-        >>> float(l2.penalty(model))    # (2/2) * (1² + 1²)
+        >>> float(l2.penalty(model).detach())    # (2/2) * (1² + 1²)
         2.0
     """
 
