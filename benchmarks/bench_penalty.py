@@ -15,8 +15,8 @@ the ratio to the plain step of the same round, times are medians):
    ``consolidate`` calls (Fisher / importance on 256 samples), and the naive EWC — a Python sum over tasks
    of separate terms, what EWC would cost without folding — after the largest number of tasks.
 3. regularizer state bytes (the tensors of ``state_dict()``) relative to the model's parameter bytes;
-   SI both between tasks and during one (it keeps the path integral, the start and the last step's
-   parameters while a task runs).
+   SI both between tasks and during one (it keeps the path integral while a task runs, and a copy of
+   the parameters from step to step unless ``before_step`` is called before every step).
 
 Targets (performance issue): step with penalty <= 1.15x a plain step, state <= 3x the parameters, and
 neither growing with the number of tasks. RSS is a process-lifetime peak and torch's CPU allocator
@@ -208,13 +208,15 @@ class Stepper:
         self.i += 1
         return self.x[s:s + BATCH], self.y[s:s + BATCH]
 
-    def step(self, extra=None, after=None) -> None:
+    def step(self, extra=None, after=None, before=None) -> None:
         x, y = self.batch()
         loss = F.cross_entropy(self.model(x), y)
         if extra is not None:
             loss = loss + extra()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if before is not None:
+            before()
         self.opt.step()
         if after is not None:
             after()
@@ -252,6 +254,20 @@ def block_for(stepper: Stepper, seconds: float) -> int:
 
 def verdict(ratio: float, target: float) -> str:
     return "ok" if ratio <= target else "MISS"
+
+
+def si_during_task(si: Regularizer, model) -> tuple[int, int]:
+    """SI's state bytes three steps into a task (copies: nothing here moves), with ``before_step`` called
+    before every step as train_task does, and with ``after_step`` alone (it then keeps a copy of θ)."""
+    sizes = []
+    for with_before in (True, False):
+        reg, net = copy.deepcopy(si), copy.deepcopy(model)
+        stepper = Stepper(net, net[-1].out_features)
+        reg.begin_task(net)
+        for _ in range(3):
+            stepper.step(after=lambda: reg.after_step(net), before=(lambda: reg.before_step(net)) if with_before else None)
+        sizes.append(state_bytes(reg))
+    return sizes[0], sizes[1]
 
 
 # --- the three sections --------------------------------------------------------------------------
@@ -331,12 +347,13 @@ def bench_regularizers(name, hidden, classes, task_counts, repeats, block_s) -> 
     folded = float(kept[("ewc", biggest)].penalty(model).detach())
     summed = float(naive.penalty(model).detach())
     fold_err = abs(folded - summed) / max(abs(summed), 1e-30)
-    during_si = {t: state_bytes(kept[("si", t)]) for t in task_counts}
+    during_si = {t: si_during_task(kept[("si", t)], model) for t in task_counts}
 
     block = block_for(stepper, block_s)
     runs = {"plain": stepper.step}
     for (k, t), reg in kept.items():
-        runs[(k, t)] = lambda reg=reg: stepper.step(lambda: reg.penalty(model), lambda: reg.after_step(model))
+        runs[(k, t)] = lambda reg=reg: stepper.step(lambda: reg.penalty(model), lambda: reg.after_step(model),
+                                                    lambda: reg.before_step(model))  # as train_task does
     times, ratios = interleaved(runs, repeats, block)
     # the naive sum walks 100x the state: timed on its own against the plain step, not to disturb the others
     naive_runs = {"plain": stepper.step, ("naive-ewc", biggest): lambda: stepper.step(lambda: naive.penalty(model))}
@@ -359,7 +376,7 @@ def bench_regularizers(name, hidden, classes, task_counts, repeats, block_s) -> 
                 cells += f"{r:11.3f}x"
             else:
                 cells += f"{'-':>12}"
-        label = k + (" (+after_step)" if k == "si" else "") + (" (sum of terms)" if k == "naive-ewc" else "")
+        label = k + (" (+before/after_step)" if k == "si" else "") + (" (sum of terms)" if k == "naive-ewc" else "")
         print(f"  {label:<34}{cells}   {verdict(worst, TARGET_STEP) if k != 'naive-ewc' else ''}")
     print(f"  folded EWC vs naive sum after {biggest} tasks: relative difference {fold_err:.1e}")
 
@@ -369,9 +386,10 @@ def bench_regularizers(name, hidden, classes, task_counts, repeats, block_s) -> 
         worst = max(between[(k, t)] / pb for t in task_counts)
         print(f"  {k + (' (between tasks)' if k == 'si' else ''):<34}{cells}   {verdict(worst, TARGET_STATE)}")
         if k == "si":
-            cells = "".join(f"{during_si[t] / pb:11.2f}x" for t in task_counts)
-            worst = max(during_si[t] / pb for t in task_counts)
-            print(f"  {'si (during a task)':<34}{cells}   {verdict(worst, TARGET_STATE)}")
+            for i, how in enumerate(("during a task, before_step too", "during a task, after_step only")):
+                cells = "".join(f"{during_si[t][i] / pb:11.2f}x" for t in task_counts)
+                worst = max(during_si[t][i] / pb for t in task_counts)
+                print(f"  {'si (' + how + ')':<34}{cells}   {verdict(worst, TARGET_STATE)}")
     cells = "".join(f"{'-':>12}" for t in task_counts[:-1]) + f"{naive.state_bytes() / pb:11.2f}x"
     print(f"  {'naive-ewc (sum of terms)':<34}{cells}")
     ewc = kept[("ewc", biggest)]

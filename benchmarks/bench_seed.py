@@ -7,8 +7,8 @@ net 784-128-5 with Dropout(0.5), Adam lr 1e-3, batch 128 (the defaults of `forge
 process, round by round, at torch's default number of threads and at 1 thread:
   * one plain training epoch of the seed net over task A's training data (forgetless.training.train_task);
   * the Fisher pass of task A (EWC.consolidate on task A's training data, as the seed run does it);
-  * the whole default run, `forgetless.cli.main(["seed", "--out", tmp])` (with `--threads 1` before
-    the subcommand for the 1-thread column), output silenced.
+  * the whole default run, `forgetless.cli.main(["seed", "--out", tmp])`, output silenced: in its
+    default worker processes, and in one process (`--workers 1`) at torch's default threads and at 1.
 Times are medians over rounds; the runs are "warm" (imports done): the one-off import costs a fresh
 `forgetless seed` process also pays are measured separately at the start.
 Then (unless turned off):
@@ -221,7 +221,7 @@ def breakdown(threads: int) -> None:
             t.wrap(owner, attr, label)
     t.wrap_generator(forgetless.training, "minibatches", "mini-batches (index + shuffle)")
     try:
-        total = seed_run(threads, [])
+        total = seed_run(threads, ["--workers", "1"])  # the timers see this process only
     finally:
         t.restore()
     steps = t.calls["optimizer.step (Adam)"]
@@ -369,32 +369,39 @@ def main(argv=None) -> int:
 
     if args.no_table:
         repeats = 0
-    thread_settings = [(None, f"default ({default})"), (1, "--threads 1")]
-    times = {(k, what): [] for k, _ in thread_settings for what in ("epoch", "fisher", "seed", "fixed")}
+    from forgetless.workers import available_cpus
+
+    workers = available_cpus(8)
+    # (label, threads for torch in this process, seed arguments); workers use one thread each
+    settings = [(f"{workers} workers (default)", 1, []),
+                (f"1 process, {default} threads", None, ["--workers", "1"]),
+                ("1 process, 1 thread", 1, ["--workers", "1"])]
+    times = {(label, what): [] for label, _, _ in settings for what in ("epoch", "fisher", "seed", "fixed")}
     # warm-up: the first optimizer step imports torch._dynamo, the first run imports matplotlib
     setup.epoch()
     setup.fisher()
     for r in range(repeats):
-        for threads, _ in thread_settings:
+        for label, threads, args_ in settings:
             torch.set_num_threads(threads or default)
-            times[(threads, "epoch")].append(timed(setup.epoch))
-            times[(threads, "fisher")].append(timed(setup.fisher))
+            times[(label, "epoch")].append(timed(setup.epoch))
+            times[(label, "fisher")].append(timed(setup.fisher))
             torch.set_num_threads(default)
-            times[(threads, "seed")].append(seed_run(threads, extra))
-            times[(threads, "fixed")].append(seed_run(threads, [*extra, "--strength", "2000"]))
+            times[(label, "seed")].append(seed_run(threads, [*extra, *args_]))
+            times[(label, "fixed")].append(seed_run(threads, [*extra, *args_, "--strength", "2000"]))
     med = {k: statistics.median(v) if v else math.nan for k, v in times.items()}
     fresh = sum(costs.values()) + setup.load_s + setup.split_s
     if repeats:
-        print(f"\n{'threads':<14} {'epoch A s':>9} {'Fisher A s':>10} {'Fisher/epoch':>12} {'run':<14} {'seed run s':>10} "
+        print(f"\n{'how':<22} {'epoch A s':>9} {'Fisher A s':>10} {'Fisher/epoch':>12} {'run':<14} {'seed run s':>10} "
               f"{'seed/epoch':>10} {'+fresh process s':>16} {'target':>8}")
-        for threads, label in thread_settings:
-            e, f = med[(threads, "epoch")], med[(threads, "fisher")]
+        for label, _, _ in settings:
+            e, f = med[(label, "epoch")], med[(label, "fisher")]
             for what, run in (("seed", "default (auto)"), ("fixed", "--strength 2000")):
-                s = med[(threads, what)]
+                s = med[(label, what)]
                 est = s + fresh - setup.load_s - setup.split_s  # the warm run already loads the data
                 verdict = ("ok" if est <= TARGET_S else "MISS") + f"<={TARGET_S:g}"
-                print(f"{label:<14} {e:9.3f} {f:10.3f} {f / e:11.2f}x {run:<14} {s:10.2f} {s / e:9.1f}x {est:16.1f} {verdict:>8}")
-        print(f"(seed run: warm, in-process, median of {repeats}; '+fresh process' adds the one-off imports above; "
+                print(f"{label:<22} {e:9.3f} {f:10.3f} {f / e:11.2f}x {run:<14} {s:10.2f} {s / e:9.1f}x {est:16.1f} {verdict:>8}")
+        print(f"(epoch and Fisher at the threads of one process or of one worker; seed run: warm (this process's "
+              f"imports done; workers are spawned and import afresh), median of {repeats}; '+fresh process' adds the one-off imports above; "
               f"all runs: {', '.join(f'{v:.1f}' for k, vs in times.items() if k[1] in ('seed', 'fixed') for v in vs)} s)")
 
     if not args.quick and not args.no_profile:

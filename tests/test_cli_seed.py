@@ -92,3 +92,37 @@ def test_existing_result_is_never_overwritten(data_dir, tmp_path, capsys):
     assert main(["seed", "--data-dir", str(data_dir), "--out", str(out)]) != 0
     assert (out / "result.json").read_text() == "{}"
     assert "already exists" in capsys.readouterr().err
+
+
+def _procedures(out: Path) -> dict:
+    result = json.loads((out / "result.json").read_text())
+    return {name: (p["accuracy"], p["valid_accuracy"]) for name, p in result["procedures"].items()} | {
+        "search": result["strength_search"], "strength": result["config"]["strength"]}
+
+
+def test_seed_in_worker_processes_gives_the_numbers_of_one_process(data_dir, tmp_path):
+    import torch
+
+    threads = torch.get_num_threads()
+    try:  # workers use one torch thread each; the in-process run must too, for identical rounding
+        runs = {}
+        for workers in (1, 2):
+            out = tmp_path / f"w{workers}"
+            argv = ["--threads", "1", "seed", "--data-dir", str(data_dir), "--epochs", "1",
+                    "--strength-grid", "10,100,1000", "--workers", str(workers), "--out", str(out)]
+            assert main(argv) == 0
+            runs[workers] = _procedures(out)
+            assert json.loads((out / "result.json").read_text())["workers"] == workers
+    finally:
+        torch.set_num_threads(threads)
+    assert runs[1] == runs[2]
+    assert len(runs[2]["search"]["validation_scores"]) == 3
+
+
+def test_seed_failure_in_a_worker_is_one_clear_line(data_dir, tmp_path, capsys):
+    out = tmp_path / "nan"
+    code = main(["seed", "--data-dir", str(data_dir), "--epochs", "1", "--strength", "50", "--lr", "1e30",
+                 "--workers", "2", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "loss became" in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (out / "result.json").exists()

@@ -1,3 +1,5 @@
+import copy
+import functools
 import io
 
 import pytest
@@ -18,24 +20,29 @@ class TwoScalars(nn.Module):
         self.theta = nn.Parameter(torch.tensor([1.0, -1.0], dtype=torch.float64))
 
 
-def _step(model, opt, si, grad):
-    """One optimizer step with a gradient chosen by the test, then SI's bookkeeping."""
+def _step(model, opt, si, grad, before=False):
+    """One optimizer step with a gradient chosen by the test, then SI's bookkeeping
+    (``before``: si.before_step too, as forgetless.training.train_task calls it)."""
     opt.zero_grad()
     model.theta.grad = torch.tensor(grad, dtype=torch.float64)
+    if before:
+        si.before_step(model)
     opt.step()
     si.after_step(model)
 
 
-def test_path_integral_and_importance_match_hand_computation():
+@pytest.mark.parametrize("before", [False, True], ids=["after_step only", "before_step too"])
+def test_path_integral_and_importance_match_hand_computation(before):
     model = TwoScalars()
     si = SI(strength=2.0, damping=0.1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    step = functools.partial(_step, before=before)
 
     # Task 1, plain SGD from θ = (1, -1). Each step: Δθ = -0.1 g, ω += -g Δθ.
     si.begin_task(model)
-    _step(model, opt, si, [1.0, 2.0])    # Δθ = (-0.1, -0.2),   -gΔθ = (0.1, 0.4),    θ = (0.9, -1.2)
-    _step(model, opt, si, [-2.0, 0.5])   # Δθ = (0.2, -0.05),   -gΔθ = (0.4, 0.025),  θ = (1.1, -1.25)
-    _step(model, opt, si, [0.5, -1.0])   # Δθ = (-0.05, 0.1),   -gΔθ = (0.025, 0.1),  θ = (1.05, -1.15)
+    step(model, opt, si, [1.0, 2.0])    # Δθ = (-0.1, -0.2),   -gΔθ = (0.1, 0.4),    θ = (0.9, -1.2)
+    step(model, opt, si, [-2.0, 0.5])   # Δθ = (0.2, -0.05),   -gΔθ = (0.4, 0.025),  θ = (1.1, -1.25)
+    step(model, opt, si, [0.5, -1.0])   # Δθ = (-0.05, 0.1),   -gΔθ = (0.025, 0.1),  θ = (1.05, -1.15)
     omega_1 = torch.tensor([0.525, 0.525], dtype=torch.float64)
     torch.testing.assert_close(si.path["theta"], omega_1)
     torch.testing.assert_close(model.theta.detach(), torch.tensor([1.05, -1.15], dtype=torch.float64))
@@ -50,8 +57,8 @@ def test_path_integral_and_importance_match_hand_computation():
     # Task 2 with momentum 0.5: Δθ is no longer -lr·g, and SI must use the step actually taken.
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
     si.begin_task(model)
-    _step(model, opt, si, [1.0, 1.0])    # buf = (1, 1),      Δθ = (-0.1, -0.1),   -gΔθ = (0.1, 0.1)
-    _step(model, opt, si, [1.0, -1.0])   # buf = (1.5, -0.5), Δθ = (-0.15, 0.05),  -gΔθ = (0.15, 0.05)
+    step(model, opt, si, [1.0, 1.0])    # buf = (1, 1),      Δθ = (-0.1, -0.1),   -gΔθ = (0.1, 0.1)
+    step(model, opt, si, [1.0, -1.0])   # buf = (1.5, -0.5), Δθ = (-0.15, 0.05),  -gΔθ = (0.15, 0.05)
     torch.testing.assert_close(si.path["theta"], torch.tensor([0.25, 0.15], dtype=torch.float64))
     si.consolidate(model)
     # θ_end − θ_start = (-0.25, -0.05): Ω += (0.25 / 0.1625, 0.15 / 0.1025)
@@ -212,3 +219,81 @@ def test_registered_and_hyperparameters_recorded():
 
 def test_si_in_a_user_training_loop_keeps_old_task():
     assert old_task_accuracy(SI(strength=10.0)) > old_task_accuracy(None) + 0.1
+
+
+def _state_bytes(si: SI) -> int:
+    """Bytes of distinct tensors in the state (a tensor shared between two entries counts once)."""
+    seen = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in si.state_dict().values() if t.dim()}
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("before, times", [(True, 3), (False, 4)])
+def test_state_during_a_task_is_3x_with_before_step_4x_without(before, times):
+    torch.manual_seed(0)
+    model = nn.Linear(64, 32)
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    x, y = torch.randn(16, 64), torch.randint(0, 32, (16,))
+    si = SI()
+    _train_task(model, si, x, y, steps=3)  # Ω and θ* exist
+    assert _state_bytes(si) == 2 * params
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    si.begin_task(model)
+    for _ in range(3):
+        opt.zero_grad()
+        (nn.functional.cross_entropy(model(x), y) + si.penalty(model)).backward()
+        if before:
+            si.before_step(model)
+        opt.step()
+        si.after_step(model)
+    assert _state_bytes(si) == times * params
+
+
+def test_before_step_path_matches_the_copy_path_in_float32_with_fused_adam():
+    """Same training twice (float32, Adam): ω from g·θ(before) − g·θ(after) agrees with −g·Δθ."""
+    importances = []
+    for before in (False, True):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 4))
+        x, y = torch.randn(64, 20), torch.randint(0, 4, (64,))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+        si = SI(damping=0.1)
+        si.begin_task(model)
+        for _ in range(200):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            if before:
+                si.before_step(model)
+            opt.step()
+            si.after_step(model)
+        si.consolidate(model)
+        importances.append(torch.cat([w.reshape(-1) for w in si.importance.values()]))
+    assert importances[0].abs().max() > 1e-3  # something was learned
+    torch.testing.assert_close(importances[1], importances[0], rtol=1e-3, atol=1e-3 * float(importances[0].abs().max()))
+
+
+def test_switching_to_after_step_only_mid_task_is_refused_not_miscounted():
+    model = TwoScalars()
+    si = SI()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    si.begin_task(model)
+    _step(model, opt, si, [1.0, 2.0], before=True)
+    with pytest.raises(RuntimeError, match="before every optimizer.step"):
+        _step(model, opt, si, [1.0, 2.0], before=False)
+    si.before_step(model)
+    with pytest.raises(RuntimeError, match="twice"):
+        si.before_step(model)
+
+
+def test_mid_task_state_saved_in_before_step_mode_finishes_the_task_the_same():
+    model = TwoScalars()
+    si = SI()
+    si.begin_task(model)
+    _step(model, torch.optim.SGD(model.parameters(), lr=0.1), si, [1.0, 2.0], before=True)
+    fresh, twin = SI(), copy.deepcopy(model)
+    fresh.load_state_dict(si.state_dict())
+    _step(model, torch.optim.SGD(model.parameters(), lr=0.1), si, [0.5, -1.0], before=True)
+    _step(twin, torch.optim.SGD(twin.parameters(), lr=0.1), fresh, [0.5, -1.0], before=True)
+    torch.testing.assert_close(fresh.path["theta"], si.path["theta"])
+    torch.testing.assert_close(si.path["theta"], torch.tensor([0.125, 0.5], dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="before every optimizer.step"):  # no copy of θ was kept
+        fresh.after_step(twin)

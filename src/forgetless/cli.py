@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--l2-strength", type=_strength, default=1.0, help="λ of the L2 anchor (default 1)")
     seed.add_argument("--estimator", choices=ESTIMATORS, default="exact", help="Fisher estimator")
     seed.add_argument("--fisher-samples", type=_positive_int, default=None, help="samples for the Fisher (default all)")
+    seed.add_argument("--workers", type=_positive_int, default=None,
+                      help="processes running its jobs side by side, one torch thread each (default: the CPUs "
+                           "available, at most 8); 1 runs everything in this process with --threads threads")
     seed.add_argument("--out", type=Path, default=None, help="output folder (default: a new one under runs/)")
     _add_data_options(seed)
 
@@ -165,6 +168,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
     from .plots import save_figure, seed_bars
     from .report import seed_report, seed_table, versions, write_atomic, write_json
     from .seed import SeedConfig, run_seed, steps_total
+    from .workers import available_cpus
 
     if args.l2_strength == "auto":
         raise UsageError("--l2-strength auto is not supported; give a number")
@@ -176,7 +180,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
     bench = seed_split(data, seed=config.seed, valid_fraction=config.valid_fraction)
     start = time.perf_counter()
     with _progress(steps_total(config, bench), "forgetless seed") as bar:
-        result = run_seed(config, bench, on_step=lambda: bar.update(1))
+        result = run_seed(config, bench, on_step=lambda: bar.update(1), workers=args.workers or available_cpus(8))
     result |= {"data_source": data.source, "versions": versions(), "seconds": round(time.perf_counter() - start, 2)}
     save_figure(seed_bars(result), out / "accuracy.png")
     write_atomic(out / "report.md", seed_report(result))

@@ -11,10 +11,10 @@ dropout really on while training, a fresh Adam per task, and λ chosen on valida
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from concurrent.futures import Future
 from typing import Any, Callable
 
 import torch
@@ -25,6 +25,7 @@ from .models import mlp
 from .regularizers import EWC, L2, Regularizer
 from .strength import StrengthSearch, check_grid, search_strength
 from .training import accuracy, adam, train_task
+from .workers import job_runner
 
 PROCEDURES = ("multitask", "naive", "l2", "ewc")
 PROTOCOLS = ("fair", "post")
@@ -103,13 +104,15 @@ def _union(a: Split, b: Split) -> Split:
 
 
 class SeedRunner:
-    """Runs the procedures, sharing the task-A phase between procedures whose schedule agrees."""
+    """The jobs of a seed run: task A, multi-task, and one task-B run per procedure (and per λ tried).
+
+    Jobs depend on each other only through what they return (task A's model and EWC state go into
+    the task-B jobs), and every one seeds its own randomness, so they can run in any order or process.
+    """
 
     def __init__(self, config: SeedConfig, bench: Benchmark, on_step: Callable[[], None] | None = None):
         self.config, self.bench, self.on_step = config, bench, on_step
         self.task_a, self.task_b = bench.tasks
-        self._after_a: dict[tuple[int, float], nn.Module] = {}
-        self._ewc_state: dict[tuple[int, float], dict[str, torch.Tensor]] = {}  # EWC after task A, λ aside
 
     def new_model(self, dropout: float) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
@@ -125,59 +128,50 @@ class SeedRunner:
             train_task(model, data, steps=_steps(data, epochs, c.batch_size), batch_size=c.batch_size,
                        optimizer=optimizer, generator=generator, regularizer=reg, label=label, on_step=self.on_step)
 
-    def after_a(self, schedule: Schedule, label: str) -> nn.Module:
-        key = (schedule.epochs_a, schedule.dropout)
-        if key not in self._after_a:
-            model = self.new_model(schedule.dropout)
-            self.train(model, self.task_a.train, schedule.epochs_a, f"{label}, task A", salt=1)
-            self._after_a[key] = model
-        return copy.deepcopy(self._after_a[key])
-
-    def consolidate_on_a(self, reg: Regularizer, model: nn.Module, schedule: Schedule) -> None:
-        """``reg.consolidate`` on task A; an EWC's Fisher is computed once per task-A model and reused
-        for every λ (its state does not depend on λ), instead of once per value of the search."""
-        if not isinstance(reg, EWC):
-            reg.consolidate(model, (self.task_a.train.x, self.task_a.train.y))
-            return
-        key = (schedule.epochs_a, schedule.dropout)
-        if key not in self._ewc_state:
-            reg.consolidate(model, (self.task_a.train.x, self.task_a.train.y))
-            self._ewc_state[key] = reg.state_dict()
-        else:
-            reg.load_state_dict(self._ewc_state[key])
-
-    def scores(self, model: nn.Module) -> dict[str, dict[str, float]]:
-        return {
-            split: {t.name: accuracy(model, getattr(t, split)) for t in self.bench.tasks}
-            for split in ("test", "valid")
-        }
-
-    def multitask(self, schedule: Schedule) -> nn.Module:
-        model = self.new_model(schedule.dropout)
-        self.train(model, _union(self.task_a.train, self.task_b.train), schedule.epochs_a, "multitask", salt=3)
-        return model
-
-    def sequential(self, name: str, schedule: Schedule, reg: Regularizer | None) -> nn.Module:
-        model = self.after_a(schedule, name)
-        if reg is not None:
-            self.consolidate_on_a(reg, model, schedule)
-        self.train(model, self.task_b.train, schedule.epochs_b, f"{name}, task B", reg, salt=2)
-        return model
-
     def ewc(self, strength: float) -> EWC:
         c = self.config
         return EWC(strength, estimator=c.estimator, fisher_samples=c.fisher_samples, seed=c.seed)
 
-    def search_ewc_strength(self, schedule: Schedule) -> tuple[StrengthSearch, nn.Module]:
-        """The search, and the model it trained at the chosen λ (the EWC result; not trained twice)."""
-        models: dict[float, nn.Module] = {}
+    def task_a_phase(self, schedule: Schedule, with_ewc: bool) -> dict[str, Any]:
+        """Train on task A. Returns the model's state, and EWC's state after task A when ``with_ewc``:
+        the Fisher does not depend on λ, so it is computed once for every λ tried."""
+        start = time.perf_counter()
+        model = self.new_model(schedule.dropout)
+        self.train(model, self.task_a.train, schedule.epochs_a, "task A", salt=1)
+        ewc_state = None
+        if with_ewc:
+            ewc = self.ewc(1.0)
+            ewc.consolidate(model, (self.task_a.train.x, self.task_a.train.y))
+            ewc_state = ewc.state_dict()
+        return {"model": model.state_dict(), "ewc": ewc_state, "seconds": round(time.perf_counter() - start, 3)}
 
-        def validation_score(strength: float) -> float:
-            models[strength] = self.sequential("ewc strength search", schedule, self.ewc(strength))
-            return sum(accuracy(models[strength], t.valid) for t in self.bench.tasks) / len(self.bench.tasks)
+    def multitask(self, schedule: Schedule) -> dict[str, Any]:
+        start = time.perf_counter()
+        model = self.new_model(schedule.dropout)
+        self.train(model, _union(self.task_a.train, self.task_b.train), schedule.epochs_a, "multitask", salt=3)
+        return self.outcome(model, schedule, None, start)
 
-        search = search_strength(validation_score, self.config.strength_grid)
-        return search, models[search.best]
+    def task_b_phase(self, name: str, schedule: Schedule, after_a: dict[str, Any], strength: float | None = None) -> dict[str, Any]:
+        """Procedure ``name`` (naive, l2, ewc at λ = ``strength``) from task A's state through task B."""
+        start = time.perf_counter()
+        model = self.new_model(schedule.dropout)
+        model.load_state_dict(after_a["model"])
+        reg: Regularizer | None = None
+        if name == "ewc":
+            reg = self.ewc(float(strength))
+            reg.load_state_dict(after_a["ewc"])
+        elif name == "l2":
+            reg = L2(self.config.l2_strength)
+            reg.consolidate(model, (self.task_a.train.x, self.task_a.train.y))
+        label = f"ewc λ={strength:g}, task B" if name == "ewc" else f"{name}, task B"
+        self.train(model, self.task_b.train, schedule.epochs_b, label, reg, salt=2)
+        return self.outcome(model, schedule, reg, start)
+
+    def outcome(self, model: nn.Module, schedule: Schedule, reg: Regularizer | None, start: float) -> dict[str, Any]:
+        scores = {split: {t.name: accuracy(model, getattr(t, split)) for t in self.bench.tasks} for split in ("test", "valid")}
+        return {"accuracy": scores["test"], "valid_accuracy": scores["valid"], "schedule": asdict(schedule),
+                "seconds": round(time.perf_counter() - start, 3),
+                "hyperparameters": reg.hyperparameters() if reg is not None else {}}
 
 
 def steps_total(config: SeedConfig, bench: Benchmark) -> int:
@@ -194,33 +188,51 @@ def steps_total(config: SeedConfig, bench: Benchmark) -> int:
     return total
 
 
-def run_seed(config: SeedConfig, bench: Benchmark, on_step: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Run the four procedures; returns the ``result.json`` content."""
-    runner = SeedRunner(config, bench, on_step)
+def run_seed(config: SeedConfig, bench: Benchmark, on_step: Callable[[], None] | None = None, *, workers: int = 1) -> dict[str, Any]:
+    """Run the four procedures, in ``workers`` processes (1: here); returns the ``result.json`` content.
+
+    The result does not depend on ``workers`` beyond float rounding: workers use one torch thread each,
+    so a run here with one thread gives the same numbers.
+    """
     plan = schedules(config)
-    search, searched = runner.search_ewc_strength(plan["ewc"]) if config.strength == "auto" else (None, None)
-    strength = search.best if search is not None else float(config.strength)
-    regularizers: dict[str, Regularizer | None] = {"naive": None, "l2": L2(config.l2_strength), "ewc": runner.ewc(strength)}
-    procedures: dict[str, Any] = {}
-    for name in PROCEDURES:
-        start = time.perf_counter()
-        if name == "multitask":
-            model = runner.multitask(plan[name])
-        elif name == "ewc" and searched is not None:
-            model = searched
-        else:
-            model = runner.sequential(name, plan[name], regularizers[name])
-        s = runner.scores(model)
-        procedures[name] = {
-            "accuracy": s["test"], "valid_accuracy": s["valid"],
-            "schedule": asdict(plan[name]), "seconds": round(time.perf_counter() - start, 3),
-            "hyperparameters": regularizers[name].hyperparameters() if regularizers.get(name) else {},
-        }
+    auto = config.strength == "auto"
+    strengths = tuple(sorted(config.strength_grid)) if auto else (float(config.strength),)
+    key = {name: (s.epochs_a, s.dropout) for name, s in plan.items() if name != "multitask"}
+    with job_runner(SeedRunner, (config, bench), workers=workers, on_step=on_step) as jobs:
+        # one task-A job per distinct schedule (the post protocol trains EWC's task A differently)
+        schedule_a: dict[tuple[int, float], Schedule] = {}
+        for name in ("ewc", "naive", "l2"):
+            schedule_a.setdefault(key[name], plan[name])
+        task_a = {jobs.submit("task_a_phase", s, k == key["ewc"]): k for k, s in schedule_a.items()}
+        multitask = jobs.submit("multitask", plan["multitask"])
+        runs: dict[tuple[str, float | None], Future] = {}
+        pending = set(task_a)
+        while pending:  # each procedure's task B starts as soon as its task A is done
+            for done in jobs.wait(pending):
+                pending.discard(done)
+                for name in ("ewc", "naive", "l2"):
+                    if key[name] == task_a[done]:
+                        for strength in strengths if name == "ewc" else (None,):
+                            runs[name, strength] = jobs.submit("task_b_phase", name, plan[name], done.result(), strength)
+        jobs.wait_all([multitask, *runs.values()])
+    outcomes = {"multitask": multitask.result(), "naive": runs["naive", None].result(), "l2": runs["l2", None].result()}
+    search = None
+    if auto:  # a diverged λ (TrainingError) scores NaN and is skipped
+        def validation_score(strength: float) -> float:
+            valid = runs["ewc", strength].result()["valid_accuracy"]
+            return sum(valid.values()) / len(valid)
+
+        search = search_strength(validation_score, strengths)
+    strength = search.best if search is not None else strengths[0]
+    outcomes["ewc"] = runs["ewc", strength].result()
+    procedures = {name: outcomes[name] for name in PROCEDURES}
     resolved = asdict(config) | {"strength": strength, "strength_source": "validation search" if search else "given"}
     return {
         "procedures": procedures,
         "config": resolved,
         "strength_search": search.as_dict() if search else None,
+        "task_a_seconds": {f"{e} epochs, dropout {p:g}": f.result()["seconds"] for f, (e, p) in task_a.items()},
+        "workers": workers,
         "post": {k: {"A": a, "B": b} for k, (a, b) in POST_RESULTS.items()},
         "selection": "hyperparameters chosen on validation data held out of the training sets; accuracies are on the MNIST test set",
     }

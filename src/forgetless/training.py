@@ -1,7 +1,7 @@
 """A plain training loop written only with the public regularizer API.
 
-It is what a user would write: task loss + ``reg.penalty(model)``, ``reg.after_step`` after each
-step, ``reg.consolidate`` at the end of the task (done by the caller, who owns the sequence).
+It is what a user would write: task loss + ``reg.penalty(model)``, ``reg.before_step`` and
+``reg.after_step`` around each step, ``reg.consolidate`` at the end of the task (done by the caller, who owns the sequence).
 """
 from __future__ import annotations
 
@@ -86,6 +86,8 @@ def train_task(
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if regularizer is not None:
+            regularizer.before_step(model)
         optimizer.step()
         if regularizer is not None:
             regularizer.after_step(model)

@@ -2,7 +2,9 @@
 
     reg.begin_task(model)              # optional for most; SI needs the starting point
     loss = task_loss + reg.penalty(model)
-    loss.backward(); opt.step()
+    loss.backward()
+    reg.before_step(model)             # optional; with it SI keeps no copy of the weights
+    opt.step()
     reg.after_step(model)              # SI accumulates its path integral here
     reg.consolidate(model, task_data)  # end of task: importance + anchor
 
@@ -59,6 +61,12 @@ class Regularizer:
 
     def penalty(self, model: nn.Module) -> Tensor:
         raise NotImplementedError
+
+    def before_step(self, model: nn.Module) -> None:
+        """Optional, right before each ``optimizer.step()`` (after any gradient clipping or unscaling).
+
+        No-op unless the method can use it: SI then needs no copy of the weights before each step.
+        Call it before every step of a task or before none."""
 
     def after_step(self, model: nn.Module) -> None:
         """Called after each ``optimizer.step()``. No-op unless the method needs it."""

@@ -9,10 +9,17 @@ Conventions (those of van de Ven et al.'s reference code, ``continual-learning``
 
 - the penalty is c·Σ Ω (θ−θ*)², no ½, as in Zenke et al.'s surrogate loss; c·Ω plays the role of
   EWC's (λ/2)·F, so ``strength`` values do not carry over between the two;
-- g is the parameter's ``.grad`` when ``after_step`` runs, i.e. the gradient of whatever was
+- g is the parameter's ``.grad`` when ``after_step`` runs (and ``before_step``, if called), i.e. the gradient of whatever was
   backpropagated (with the usual loop, task loss + SI penalty). Zenke et al.'s code uses the
   gradient of the task loss alone;
 - Ω is not clipped at 0 (Zenke et al.'s code applies a ReLU; van de Ven's does not).
+
+Memory. Between tasks SI keeps Ω and θ* (2x the parameters); during a task also ω. Δθ needs θ before
+each step: with ``before_step`` called before every ``optimizer.step()`` (as
+:func:`forgetless.training.train_task` does), ω gets +g·θ before the step and −g·θ after it, and no
+copy of θ is kept (3x); with ``after_step`` alone, SI keeps a copy of θ from step to step (4x). The
+difference of products loses about log10(|θ|/|Δθ|) of float32's ~7 digits of each step's −g·Δθ
+(~3 with Adam at lr 1e-3): far below the noise of a path integral over thousands of steps.
 """
 from __future__ import annotations
 
@@ -25,6 +32,8 @@ from ..quadratic import quadratic_penalty
 from .base import Batches, OutputTransform, Regularizer, check_strength, snapshot, trainable_parameters
 
 _NOT_STARTED = "SI needs the start of each task's path: call si.begin_task(model) before each task"
+_MIXED = ("SI does not know θ before this step: call si.before_step(model) before every optimizer.step() "
+          "of a task, or before none")
 
 
 class SI(Regularizer):
@@ -68,15 +77,16 @@ class SI(Regularizer):
         # The current task's path; empty outside a task, so the state can be saved mid-task too.
         self.path: dict[str, Tensor] = {}        # ω
         self.start: dict[str, Tensor] = {}       # θ when the task began; empty when that is the anchor
-        self.previous: dict[str, Tensor] = {}    # θ before the latest optimizer step
+        self.previous: dict[str, Tensor] = {}    # θ after the latest step; empty until after_step needs it
+        self._at_start = True                    # no step taken yet: θ before the next step is the start
+        self._stepping = False                   # before_step ran, after_step has not yet
 
     def begin_task(self, model: nn.Module) -> None:
         theta = snapshot(model)
-        # A task usually starts where the previous one ended, at the anchor: sharing it instead of
-        # copying keeps the state at 4x the parameters during a task (Ω, θ*, ω, last θ), not 5x.
+        # A task usually starts where the previous one ended, at the anchor: shared, not copied.
         at_anchor = self.anchor.keys() == theta.keys() and all(torch.equal(self.anchor[n], t) for n, t in theta.items())
         self.start = {} if at_anchor else theta
-        self.previous = theta if at_anchor else snapshot(model)
+        self.previous, self._at_start, self._stepping = {}, True, False
         self.path = {name: torch.zeros_like(t) for name, t in theta.items()}
 
     def penalty(self, model: nn.Module) -> Tensor:
@@ -85,15 +95,42 @@ class SI(Regularizer):
         return self.strength * quadratic_penalty(trainable_parameters(model), self.anchor, self.importance)
 
     @torch.no_grad()
+    def before_step(self, model: nn.Module) -> None:
+        if not self.path:
+            raise RuntimeError(_NOT_STARTED)
+        if self._stepping:
+            raise RuntimeError("si.before_step ran twice without si.after_step in between")
+        for name, param in trainable_parameters(model).items():
+            if param.grad is not None:  # ω += g·θ(before); after_step subtracts g·θ(after)
+                self.path[name].addcmul_(param.grad, param)
+        self._stepping = True
+
+    @torch.no_grad()
     def after_step(self, model: nn.Module) -> None:
         if not self.path:
             raise RuntimeError(_NOT_STARTED)
-        for name, param in trainable_parameters(model).items():
-            previous = self.previous[name]
-            # A parameter without a gradient took no gradient step: it adds nothing to the path.
-            if param.grad is not None:
-                self.path[name].addcmul_(param.grad, param - previous, value=-1.0)
-            previous.copy_(param)
+        params = trainable_parameters(model)
+        if self._stepping:
+            for name, param in params.items():
+                if param.grad is not None:
+                    self.path[name].addcmul_(param.grad, param, value=-1.0)
+            self._stepping = False
+        else:
+            if not self.previous and not self._at_start:
+                raise RuntimeError(_MIXED)
+            before = self.previous or self.start or self.anchor
+            for name, param in params.items():
+                # A parameter without a gradient took no gradient step: it adds nothing to the path.
+                if param.grad is not None:
+                    self.path[name].addcmul_(param.grad, param - before[name], value=-1.0)
+            if not self.previous:  # the first step without before_step: from now on keep θ's copy
+                self.previous = snapshot(model)
+                self._at_start = False
+                return
+        if self.previous:
+            for name, param in params.items():
+                self.previous[name].copy_(param)
+        self._at_start = False
 
     def consolidate(
         self, model: nn.Module, data: Batches | None = None, *, output_transform: OutputTransform | None = None
@@ -107,7 +144,14 @@ class SI(Regularizer):
             self.importance[name] = self.importance[name] + omega if name in self.importance else omega
         self.anchor = theta
         self.path, self.start, self.previous = {}, {}, {}
+        self._at_start, self._stepping = True, False
         self.tasks_seen += 1
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        super().load_state_dict(state)
+        # Saved mid-task without a copy of θ: the start is θ before the next step only if no step was taken.
+        self._at_start = bool(self.previous) or not any(bool(w.any()) for w in self.path.values())
+        self._stepping = False
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"strength": self.strength, "damping": self.damping}
