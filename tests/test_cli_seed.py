@@ -37,10 +37,25 @@ def test_seed_auto_strength_records_the_search(data_dir, tmp_path):
     assert main(["seed", "--data-dir", str(data_dir), "--epochs", "1", "--strength", "auto", "--out", str(out)]) == 0
     result = json.loads((out / "result.json").read_text())
     search = result["strength_search"]
-    assert len(search["grid"]) == len(search["validation_scores"]) > 3
+    grid, scores = search["grid"], search["validation_scores"]
+    assert len(grid) == len(scores) > 3
     assert result["config"]["strength"] == search["best"]
     assert result["config"]["strength_source"] == "validation search"
-    assert search["validation_scores"][search["grid"].index(search["best"])] == max(search["validation_scores"])
+    scored = {s: v for s, v in zip(grid, scores) if v is not None}
+    assert scores[grid.index(search["best"])] == max(scored.values())
+    # a local search: the best value's neighbours on the grid were scored too, the rest listed as not tried
+    i = grid.index(search["best"])
+    assert all(grid[j] in scored for j in (i - 1, i + 1) if 0 <= j < len(grid))
+    assert 3 <= len(scored) < len(grid) and sorted(search["not_tried"]) == sorted(set(grid) - set(scored))
+    assert "not needed (local search)" in (out / "report.md").read_text()
+
+
+def test_seed_grid_search_scores_every_strength(data_dir, tmp_path):
+    out = tmp_path / "grid"
+    assert main(["seed", "--data-dir", str(data_dir), "--epochs", "1", "--strength-grid", "1,10,100,1000",
+                 "--strength-search", "grid", "--workers", "1", "--out", str(out)]) == 0
+    search = json.loads((out / "result.json").read_text())["strength_search"]
+    assert None not in search["validation_scores"] and search["not_tried"] == []
 
 
 @pytest.mark.parametrize(
@@ -126,3 +141,11 @@ def test_seed_failure_in_a_worker_is_one_clear_line(data_dir, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code != 0 and "loss became" in err and len(err.splitlines()) == 1 and "Traceback" not in err
     assert not (out / "result.json").exists()
+
+
+def test_post_protocol_trains_ewc_task_a_on_its_own_schedule(data_dir, tmp_path):
+    out = tmp_path / "post"
+    assert main(["seed", "--data-dir", str(data_dir), "--protocol", "post", "--strength", "50", "--out", str(out)]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert set(result["task_a_seconds"]) == {"3 epochs, dropout 0.5", "6 epochs, dropout 0"}
+    assert result["procedures"]["ewc"]["schedule"] == {"epochs_a": 3, "epochs_b": 9, "dropout": 0.5}

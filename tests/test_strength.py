@@ -42,3 +42,31 @@ def test_winner_on_the_grid_edge_is_flagged():
 
 def test_ties_go_to_the_smaller_strength():
     assert search_strength(lambda s: 0.5, [10, 1, 100]).best == 1
+
+
+@pytest.mark.parametrize("peak", range(7))
+def test_local_search_finds_the_peak_of_a_single_peaked_curve_without_scoring_everything(peak):
+    grid = [10.0 ** k for k in range(7)]
+    calls = []
+
+    def score(strength):
+        calls.append(strength)
+        return -abs(grid.index(strength) - peak)
+
+    search = search_strength(score, grid, local=True)
+    assert len(set(calls)) == len(calls) < len(grid)  # no value scored twice, and not all of them
+    assert search.as_dict()["not_tried"] == sorted(set(grid) - set(calls))
+    assert search.best == grid[peak] == search_strength(score, grid).best
+
+
+def test_local_search_scores_three_values_when_the_middle_wins():
+    search = search_strength(lambda s: -abs(s - 100), [1, 10, 100, 1000, 10000], local=True)
+    assert search.best == 100 and search.as_dict()["not_tried"] == [1, 10000]
+
+
+def test_local_search_goes_down_while_everything_diverges():
+    search = search_strength(_diverges_above(0.05), [0.01, 0.1, 1, 10, 100, 1000], local=True)
+    assert search.best == 0.01
+    assert search.as_dict()["diverged"] == [0.1, 1, 10, 100] and search.as_dict()["not_tried"] == [1000]
+    with pytest.raises(TrainingError, match="every strength tried"):
+        search_strength(_diverges_above(-1), [1, 10, 100], local=True).best

@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--strength", type=_strength, default=None,
                       help="EWC λ, or 'auto' (default): choose it on validation data")
     seed.add_argument("--strength-grid", type=_floats, default=None,
-                      help="values the auto search tries (default: quarter decades 316 … 5623)")
+                      help="values the auto search may try (default: quarter decades 316 … 5623)")
+    seed.add_argument("--strength-search", choices=("local", "grid"), default=None,
+                      help="local (default): from the grid's middle towards the best value, 3-4 runs; grid: every value")
     seed.add_argument("--lr", type=float, default=None, help="Adam's learning rate, every procedure (fair protocol)")
     seed.add_argument("--l2-strength", type=_strength, default=1.0, help="λ of the L2 anchor (default 1)")
     seed.add_argument("--estimator", choices=ESTIMATORS, default="exact", help="Fisher estimator")
@@ -172,7 +174,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
     if args.l2_strength == "auto":
         raise UsageError("--l2-strength auto is not supported; give a number")
-    given = {k: getattr(args, k) for k in ("strength", "strength_grid", "lr") if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in ("strength", "strength_grid", "strength_search", "lr") if getattr(args, k) is not None}
     config = SeedConfig(seed=args.seed, protocol=args.protocol, epochs=args.epochs, dropout=args.dropout,
                         l2_strength=args.l2_strength, estimator=args.estimator, fisher_samples=args.fisher_samples, **given)
     data = load_mnist(args.data_dir, download=args.download)
@@ -180,7 +182,12 @@ def cmd_seed(args: argparse.Namespace) -> int:
     bench = seed_split(data, seed=config.seed, valid_fraction=config.valid_fraction)
     start = time.perf_counter()
     with _progress(steps_total(config, bench), "forgetless seed") as bar:
-        result = run_seed(config, bench, on_step=lambda: bar.update(1), workers=args.workers or available_cpus(8))
+        def more(steps: int) -> None:
+            bar.total += steps
+            bar.refresh()
+
+        result = run_seed(config, bench, on_step=lambda: bar.update(1), on_more=more,
+                          workers=args.workers or available_cpus(8))
     result |= {"data_source": data.source, "versions": versions(), "seconds": round(time.perf_counter() - start, 2)}
     save_figure(seed_bars(result), out / "accuracy.png")
     write_atomic(out / "report.md", seed_report(result))

@@ -66,8 +66,9 @@ def seed_report(result: dict[str, Any]) -> str:
 def search_table(search: dict[str, Any], title: str, symbol: str) -> list[str]:
     """Markdown lines: the validation score of every strength tried, the winner, and a grid-edge warning."""
     lines = ["", f"{title}:", "", f"| {symbol} | validation |", "|---|---|"]
+    untried = set(search.get("not_tried", ()))
     for strength, score in zip(search["grid"], search["validation_scores"]):
-        cell = "diverged" if score is None else f"{score:.4f}"
+        cell = f"{score:.4f}" if score is not None else "not needed (local search)" if strength in untried else "diverged"
         lines.append(f"| {strength:g} | {cell}{' ← chosen' if strength == search['best'] else ''} |")
     if search.get("best_at_grid_edge"):
         lines += ["", "The chosen value is at the edge of the grid: a wider grid (--strength-grid) may do better."]

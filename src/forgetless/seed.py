@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from concurrent.futures import Future
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -23,12 +23,13 @@ from torch import nn
 from .benchmarks import Benchmark, Split
 from .models import mlp
 from .regularizers import EWC, L2, Regularizer
-from .strength import StrengthSearch, check_grid, search_strength
+from .strength import StrengthSearch, check_grid, next_to_try, score_or_nan
 from .training import accuracy, adam, train_task
 from .workers import job_runner
 
 PROCEDURES = ("multitask", "naive", "l2", "ewc")
 PROTOCOLS = ("fair", "post")
+SEARCHES = ("local", "grid")
 # The post's reported test accuracies (task A, task B).
 POST_RESULTS = {"multitask": (0.972, 0.974), "naive": (0.266, 0.983), "l2": (0.904, 0.598), "ewc": (0.768, 0.709)}
 # EWC's λ is searched on validation data by default, over quarter decades 10^2.5 … 10^3.75 (316 … 5623):
@@ -54,6 +55,7 @@ class SeedConfig:
     lr: float = 1e-3
     valid_fraction: float = 0.1     # held out of each task's training data, seeded
     strength_grid: tuple[float, ...] = field(default=STRENGTH_GRID)
+    strength_search: str = "local"  # "local": hill-climb the grid from its middle (see next_to_try); "grid": all of it
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -75,6 +77,8 @@ class SeedConfig:
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         check_grid(self.strength_grid)
+        if self.strength_search not in SEARCHES:
+            raise ValueError(f"unknown strength search {self.strength_search!r}; choose one of {', '.join(SEARCHES)}")
 
 
 @dataclass(frozen=True)
@@ -183,21 +187,42 @@ def steps_total(config: SeedConfig, bench: Benchmark) -> int:
         total += _steps(a, key[0], config.batch_size)
     for name in ("naive", "l2", "ewc"):
         total += _steps(b, plan[name].epochs_b, config.batch_size)
-    if config.strength == "auto":  # the search's run at the chosen λ is the EWC result
-        total += (len(config.strength_grid) - 1) * _steps(b, plan["ewc"].epochs_b, config.batch_size)
+    # the search's run at the chosen λ is the EWC result; a local search may add runs (run_seed's on_more)
+    total += (len(first_strengths(config)) - 1) * _steps(b, plan["ewc"].epochs_b, config.batch_size)
     return total
 
 
-def run_seed(config: SeedConfig, bench: Benchmark, on_step: Callable[[], None] | None = None, *, workers: int = 1) -> dict[str, Any]:
+def first_strengths(config: SeedConfig) -> tuple[float, ...]:
+    """The λ values EWC is trained with first: the given one, the whole grid, or a local search's start."""
+    if config.strength != "auto":
+        return (float(config.strength),)
+    grid = tuple(sorted(config.strength_grid))
+    return tuple(next_to_try(grid, {})) if config.strength_search == "local" else grid
+
+
+def run_seed(config: SeedConfig, bench: Benchmark, on_step: Callable[[], None] | None = None, *, workers: int = 1,
+             on_more: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Run the four procedures, in ``workers`` processes (1: here); returns the ``result.json`` content.
+
+    ``on_step()`` after every training step; ``on_more(n)`` when the local λ search adds n steps to
+    :func:`steps_total`'s count.
 
     The result does not depend on ``workers`` beyond float rounding: workers use one torch thread each,
     so a run here with one thread gives the same numbers.
     """
     plan = schedules(config)
     auto = config.strength == "auto"
-    strengths = tuple(sorted(config.strength_grid)) if auto else (float(config.strength),)
+    grid = tuple(sorted(config.strength_grid))
+    local = auto and config.strength_search == "local"
+    first = first_strengths(config)
     key = {name: (s.epochs_a, s.dropout) for name, s in plan.items() if name != "multitask"}
+    runs: dict[tuple[str, float | None], Future] = {}
+    scores: dict[float, float] = {}  # validation score of each λ tried (NaN: diverged)
+
+    def score(strength: float) -> float:
+        valid = runs["ewc", strength].result()["valid_accuracy"]
+        return sum(valid.values()) / len(valid)
+
     with job_runner(SeedRunner, (config, bench), workers=workers, on_step=on_step) as jobs:
         # one task-A job per distinct schedule (the post protocol trains EWC's task A differently)
         schedule_a: dict[tuple[int, float], Schedule] = {}
@@ -205,25 +230,36 @@ def run_seed(config: SeedConfig, bench: Benchmark, on_step: Callable[[], None] |
             schedule_a.setdefault(key[name], plan[name])
         task_a = {jobs.submit("task_a_phase", s, k == key["ewc"]): k for k, s in schedule_a.items()}
         multitask = jobs.submit("multitask", plan["multitask"])
-        runs: dict[tuple[str, float | None], Future] = {}
+        ewc_runs: dict[Future, float] = {}
         pending = set(task_a)
-        while pending:  # each procedure's task B starts as soon as its task A is done
+
+        def start_ewc(strengths: Sequence[float], after_a: dict[str, Any]) -> None:
+            for strength in strengths:
+                runs["ewc", strength] = jobs.submit("task_b_phase", "ewc", plan["ewc"], after_a, strength)
+                ewc_runs[runs["ewc", strength]] = strength
+                pending.add(runs["ewc", strength])
+
+        while pending:
             for done in jobs.wait(pending):
                 pending.discard(done)
-                for name in ("ewc", "naive", "l2"):
-                    if key[name] == task_a[done]:
-                        for strength in strengths if name == "ewc" else (None,):
-                            runs[name, strength] = jobs.submit("task_b_phase", name, plan[name], done.result(), strength)
+                if done in task_a:  # each procedure's task B starts as soon as its task A is done
+                    for name in ("naive", "l2"):
+                        if key[name] == task_a[done]:
+                            runs[name, None] = jobs.submit("task_b_phase", name, plan[name], done.result())
+                    if key["ewc"] == task_a[done]:
+                        after_a_ewc = done.result()
+                        start_ewc(first, after_a_ewc)
+                else:  # an EWC run: once all started are scored, the local search may ask for more
+                    scores[ewc_runs[done]] = score_or_nan(score, ewc_runs[done])
+                    if local and len(scores) == len(ewc_runs):
+                        more = next_to_try(grid, scores)
+                        if more and on_more is not None:
+                            on_more(len(more) * _steps(bench.tasks[1].train, plan["ewc"].epochs_b, config.batch_size))
+                        start_ewc(more, after_a_ewc)
         jobs.wait_all([multitask, *runs.values()])
     outcomes = {"multitask": multitask.result(), "naive": runs["naive", None].result(), "l2": runs["l2", None].result()}
-    search = None
-    if auto:  # a diverged λ (TrainingError) scores NaN and is skipped
-        def validation_score(strength: float) -> float:
-            valid = runs["ewc", strength].result()["valid_accuracy"]
-            return sum(valid.values()) / len(valid)
-
-        search = search_strength(validation_score, strengths)
-    strength = search.best if search is not None else strengths[0]
+    search = StrengthSearch(grid, tuple(scores.get(v) for v in grid)) if auto else None
+    strength = search.best if search is not None else first[0]
     outcomes["ewc"] = runs["ewc", strength].result()
     procedures = {name: outcomes[name] for name in PROCEDURES}
     resolved = asdict(config) | {"strength": strength, "strength_source": "validation search" if search else "given"}
