@@ -144,8 +144,10 @@ def param_bytes(model) -> int:
 
 
 def state_bytes(reg: Regularizer) -> int:
+    """Bytes of the per-parameter state tensors; the 0-d scalars (task count, EWC's constant: a few
+    bytes whatever the model) are left out, so that "3x" reads 3.00x and not 3.00001x."""
     seen, total = set(), 0
-    for t in reg.state_dict().values():
+    for t in (t for t in reg.state_dict().values() if t.dim() > 0):
         key = (t.untyped_storage().data_ptr(), t.numel())
         if key not in seen:  # a tensor stored under two names counts once
             seen.add(key)
@@ -257,7 +259,8 @@ def verdict(ratio: float, target: float) -> str:
 
 
 def si_during_task(si: Regularizer, model) -> tuple[int, int]:
-    """SI's state bytes three steps into a task (copies: nothing here moves), with ``before_step`` called
+    """SI's state bytes three steps into the next task, started where the kept SI's last task ended (on
+    copies: nothing here moves), with ``before_step`` called
     before every step as train_task does, and with ``after_step`` alone (it then keeps a copy of θ)."""
     sizes = []
     for with_before in (True, False):
@@ -325,6 +328,7 @@ def bench_regularizers(name, hidden, classes, task_counts, repeats, block_s) -> 
     regs = {k: make() for k, make in makers.items()}
     naive = NaiveEWC(1.0)
     kept: dict[tuple[str, int], Regularizer] = {}
+    at_task: dict[int, torch.nn.Module] = {}
     between: dict[tuple[str, int], int] = {}  # state bytes right after consolidating, before the next task
     setup = time.perf_counter()
     for t in range(1, max(task_counts) + 1):
@@ -341,13 +345,14 @@ def bench_regularizers(name, hidden, classes, task_counts, repeats, block_s) -> 
                 # the next task starts here, where this one ended: as in training (SI's after_step needs it,
                 # and SI shares its start with the anchor when they coincide)
                 kept[(k, t)].begin_task(model)
+            at_task[t] = copy.deepcopy(model)  # where the model was when these were kept
     setup = time.perf_counter() - setup
     biggest = max(task_counts)
     # the folded EWC equals the naive sum (the constant included)
     folded = float(kept[("ewc", biggest)].penalty(model).detach())
     summed = float(naive.penalty(model).detach())
     fold_err = abs(folded - summed) / max(abs(summed), 1e-30)
-    during_si = {t: si_during_task(kept[("si", t)], model) for t in task_counts}
+    during_si = {t: si_during_task(kept[("si", t)], at_task[t]) for t in task_counts}
 
     block = block_for(stepper, block_s)
     runs = {"plain": stepper.step}

@@ -52,6 +52,8 @@ def train(model, data, regularizer=None, *, epochs=4, batch_size=32, seed=1):
                 loss = loss + regularizer.penalty(model)      # EWC: exactly 0 until the first consolidate
             opt.zero_grad()
             loss.backward()
+            if regularizer is not None:
+                regularizer.before_step(model)                # optional; SI then keeps no copy of θ
             opt.step()
             if regularizer is not None:
                 regularizer.after_step(model)                 # EWC: no-op (SI accumulates here)
