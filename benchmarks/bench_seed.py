@@ -266,7 +266,7 @@ class FastDropout(nn.Module):
         return x * (torch.rand_like(x) >= self.p) * (1.0 / (1.0 - self.p))
 
 
-def whatif_epoch(setup: Setup, *, index_select=False, fused=True, fast_dropout=False, skip_checks=False):
+def whatif_epoch(setup: Setup, *, index_select=True, fused=True, fast_dropout=False, skip_checks=False):
     """A mirror of train_task for one epoch of task A, with optional changes."""
     model = setup.new_model()
     if fast_dropout:
@@ -298,11 +298,11 @@ def whatif(setup: Setup, repeats: int, threads: int) -> None:
     variants = {
         "train_task as now": setup.epoch,
         "mirror of train_task": lambda: whatif_epoch(setup),
-        "+ index_select for mini-batches": lambda: whatif_epoch(setup, index_select=True),
+        "- index_select (x[idx] instead)": lambda: whatif_epoch(setup, index_select=False),
         "- fused Adam (foreach, torch's default)": lambda: whatif_epoch(setup, fused=False),
         "+ dropout mask from torch.rand": lambda: whatif_epoch(setup, fast_dropout=True),
         "+ no per-step isfinite/float sync": lambda: whatif_epoch(setup, skip_checks=True),
-        "all three": lambda: whatif_epoch(setup, index_select=True, fast_dropout=True, skip_checks=True),
+        "both": lambda: whatif_epoch(setup, fast_dropout=True, skip_checks=True),
     }
     default = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -38,7 +38,8 @@ def minibatches(split: Split, batch_size: int, generator: torch.Generator | None
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
-        yield split.x[idx], split.y[idx]
+        # index_select: the same rows as split.x[idx], ~5% of a seed-net step cheaper (bench_seed.py what-if)
+        yield split.x.index_select(0, idx), split.y.index_select(0, idx)
 
 
 def endless_minibatches(split: Split, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
@@ -139,8 +140,8 @@ def train_joint(
     batches = endless_minibatches(indexed, batch_size, generator)
     for step in range(steps):
         idx, task_of = next(batches)
-        logits = model(union.x[idx])
-        y = union.y[idx]
+        logits = model(union.x.index_select(0, idx))
+        y = union.y.index_select(0, idx)
         loss = logits.new_zeros(())
         for i, (_, transform) in enumerate(parts):
             mine = task_of == i
