@@ -249,7 +249,7 @@ def run_seed(config: SeedConfig, bench: Benchmark, on_step: Callable[[], None] |
                     if key["ewc"] == task_a[done]:
                         after_a_ewc = done.result()
                         start_ewc(first, after_a_ewc)
-                else:  # an EWC run: once all started are scored, the local search may ask for more
+                elif auto:  # an EWC run of the search: once all started are scored, a local search may ask for more
                     scores[ewc_runs[done]] = score_or_nan(score, ewc_runs[done])
                     if local and len(scores) == len(ewc_runs):
                         more = next_to_try(grid, scores)
