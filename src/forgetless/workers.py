@@ -2,16 +2,19 @@
 
 ``forgetless seed`` splits its work into independent jobs (task A, multi-task, each task-B run);
 :func:`job_runner` gives the same interface whether they run one after another here or side by side
-in worker processes, so both paths compute exactly the same things. Workers are spawned (fork with
-torch's thread pool can deadlock) and use one torch thread each; tensors sent to them travel
-through shared memory (torch's pickling), so the data is not copied per worker. Every worker counts
-its training steps into one shared counter, which :meth:`wait` turns into ``on_step`` calls here.
+(one in this process, the others in worker processes), so both paths compute exactly the same
+things. Workers are spawned (fork with torch's thread pool can deadlock); every job runs with one
+torch thread; tensors sent to workers travel through shared memory (torch's pickling), so the data
+is not copied per worker. Every job counts its training steps into one shared counter, which
+``wait`` turns into ``on_step`` calls here.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+import threading
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
@@ -43,33 +46,76 @@ class InProcess:
         pass
 
 
-class Spawned:
-    """Jobs run in ``workers`` spawned processes, each holding its own ``factory(*args)``."""
+class Parallel:
+    """Jobs run side by side: one at a time in a thread of this process, the others in ``workers − 1``
+    spawned processes, each of them holding its own ``factory(*args)``. Jobs start in submission order
+    on whichever is free. This process works too (it has torch loaded already, while a spawned worker
+    first spends seconds importing it): one process fewer to start."""
 
     def __init__(self, factory: Factory, args: tuple, on_step: Callable[[], None] | None, workers: int):
         context = multiprocessing.get_context("spawn")
         self.counter = context.Value("q", 0)
-        self.reported = 0
-        self.on_step = on_step
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
+        self.reported, self.on_step = 0, on_step
+        self.stop = threading.Event()  # set on the way out: the job in this process stops at its next step
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # one per job, as in the workers: the cores are shared
+        self.here = factory(*args, on_step=_ticker(self.counter, self.stop))
+        self.thread = ThreadPoolExecutor(max_workers=1)
+        self.pool = ProcessPoolExecutor(max_workers=workers - 1, mp_context=context, initializer=_start_worker,
                                         initargs=(factory, args, self.counter))
+        self.free = {"here": 1, "pool": workers - 1}
+        self.queue: deque[tuple[str, tuple, Future]] = deque()
+        self.running: dict[Future, tuple[Future, str]] = {}
 
     def submit(self, method: str, *args: Any) -> Future:
-        return self.pool.submit(_call, method, *args)
+        future: Future = Future()
+        self.queue.append((method, args, future))
+        self._dispatch()
+        return future
 
     def wait(self, futures: Iterable[Future]) -> set[Future]:
         """Block until at least one of ``futures`` is done, reporting progress meanwhile."""
-        pending = set(futures)
+        futures = set(futures)
         while True:
-            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            self._report()
-            if done or not pending:
+            done = {f for f in futures if f.done()}
+            if done or not futures:
                 return done
+            if not self.running:
+                raise RuntimeError("waiting for jobs that were never started")
+            finished, _ = wait(self.running, timeout=0.2, return_when=FIRST_COMPLETED)
+            for job in finished:
+                future, where = self.running.pop(job)
+                self.free[where] += 1
+                error = job.exception()
+                if error is None:
+                    future.set_result(job.result())
+                else:
+                    future.set_exception(error)
+            self._dispatch()
+            self._report()
 
     def wait_all(self, futures: Iterable[Future]) -> None:
         pending = set(futures)
         while pending:
             pending -= self.wait(pending)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.queue.clear()
+        self.thread.shutdown(wait=True, cancel_futures=True)
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(self.threads)
+
+    def _dispatch(self) -> None:
+        while self.queue and (self.free["here"] or self.free["pool"]):
+            method, args, future = self.queue.popleft()
+            where = "here" if self.free["here"] else "pool"
+            if where == "here":
+                job = self.thread.submit(getattr(self.here, method), *args)
+            else:
+                job = self.pool.submit(_call, method, *args)
+            self.free[where] -= 1
+            self.running[job] = (future, where)
 
     def _report(self) -> None:
         if self.on_step is not None:
@@ -79,21 +125,25 @@ class Spawned:
             self.reported = now
 
 
+class Stopped(Exception):
+    """The run is being abandoned (an error elsewhere, or Ctrl-C): the job in this process stops."""
+
+
 @contextmanager
 def job_runner(factory: Factory, args: tuple, *, workers: int = 1,
-               on_step: Callable[[], None] | None = None) -> Iterator[InProcess | Spawned]:
-    """``InProcess`` for ``workers == 1``, else ``Spawned`` (shut down on exit, queued jobs cancelled)."""
+               on_step: Callable[[], None] | None = None) -> Iterator[InProcess | Parallel]:
+    """``InProcess`` for ``workers == 1``, else ``Parallel`` (closed on exit, queued jobs dropped)."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if workers == 1:
         yield InProcess(factory, args, on_step)
         return
-    runner = Spawned(factory, args, on_step, workers)
+    runner = Parallel(factory, args, on_step, workers)
     try:
         yield runner
         runner._report()
     finally:
-        runner.pool.shutdown(wait=True, cancel_futures=True)
+        runner.close()
 
 
 def available_cpus(at_most: int) -> int:
@@ -105,15 +155,22 @@ def available_cpus(at_most: int) -> int:
     return max(1, min(at_most, count))
 
 
-def _start_worker(factory: Factory, args: tuple, counter: Any) -> None:
-    global _target
-    torch.set_num_threads(1)  # the workers share the cores; more threads per worker only contend
+def _ticker(counter: Any, stop: threading.Event | None = None) -> Callable[[], None]:
+    """An ``on_step`` that counts into the shared ``counter`` (and stops the job once ``stop`` is set)."""
 
     def tick() -> None:
         with counter.get_lock():
             counter.value += 1
+        if stop is not None and stop.is_set():
+            raise Stopped("stopped")
 
-    _target = factory(*args, on_step=tick)
+    return tick
+
+
+def _start_worker(factory: Factory, args: tuple, counter: Any) -> None:
+    global _target
+    torch.set_num_threads(1)  # the workers share the cores; more threads per worker only contend
+    _target = factory(*args, on_step=_ticker(counter))
 
 
 def _call(method: str, *args: Any) -> Any:
