@@ -373,7 +373,7 @@ def main(argv=None) -> int:
 
     workers = available_cpus(8)
     # (label, threads for torch in this process, seed arguments); workers use one thread each
-    settings = [(f"{workers} workers (default)", 1, []),
+    settings = [(f"{workers} jobs at a time (default)", 1, []),
                 (f"1 process, {default} threads", None, ["--workers", "1"]),
                 ("1 process, 1 thread", 1, ["--workers", "1"])]
     times = {(label, what): [] for label, _, _ in settings for what in ("epoch", "fisher", "seed", "fixed")}
@@ -391,7 +391,7 @@ def main(argv=None) -> int:
     med = {k: statistics.median(v) if v else math.nan for k, v in times.items()}
     fresh = sum(costs.values()) + setup.load_s + setup.split_s
     if repeats:
-        print(f"\n{'how':<22} {'epoch A s':>9} {'Fisher A s':>10} {'Fisher/epoch':>12} {'run':<14} {'seed run s':>10} "
+        print(f"\n{'how':<28} {'epoch A s':>9} {'Fisher A s':>10} {'Fisher/epoch':>12} {'run':<14} {'seed run s':>10} "
               f"{'seed/epoch':>10} {'+fresh process s':>16} {'target':>8}")
         for label, _, _ in settings:
             e, f = med[(label, "epoch")], med[(label, "fisher")]
@@ -399,7 +399,7 @@ def main(argv=None) -> int:
                 s = med[(label, what)]
                 est = s + fresh - setup.load_s - setup.split_s  # the warm run already loads the data
                 verdict = ("ok" if est <= TARGET_S else "MISS") + f"<={TARGET_S:g}"
-                print(f"{label:<22} {e:9.3f} {f:10.3f} {f / e:11.2f}x {run:<14} {s:10.2f} {s / e:9.1f}x {est:16.1f} {verdict:>8}")
+                print(f"{label:<28} {e:9.3f} {f:10.3f} {f / e:11.2f}x {run:<14} {s:10.2f} {s / e:9.1f}x {est:16.1f} {verdict:>8}")
         print(f"(epoch and Fisher at the threads of one process or of one worker; seed run: warm (this process's "
               f"imports done; workers are spawned and import afresh), median of {repeats}; '+fresh process' adds the one-off imports above; "
               f"all runs: {', '.join(f'{v:.1f}' for k, vs in times.items() if k[1] in ('seed', 'fixed') for v in vs)} s)")
