@@ -8,7 +8,8 @@ process, round by round, at torch's default number of threads and at 1 thread:
   * one plain training epoch of the seed net over task A's training data (forgetless.training.train_task);
   * the Fisher pass of task A (EWC.consolidate on task A's training data, as the seed run does it);
   * the whole default run, `forgetless.cli.main(["seed", "--out", tmp])`, output silenced: in its
-    default worker processes, and in one process (`--workers 1`) at torch's default threads and at 1.
+    default number of jobs at a time (one in this process, the others in spawned workers), and all in
+    this process (`--workers 1`) at torch's default threads and at 1.
 Times are medians over rounds; the runs are "warm" (imports done): the one-off import costs a fresh
 `forgetless seed` process also pays are measured separately at the start.
 Then (unless turned off):
@@ -344,7 +345,7 @@ def main(argv=None) -> int:
           + f"; load_mnist {setup.load_s:.2f} s ({setup.data.source}); seed_split {setup.split_s:.2f} s")
     print(f"Task A: {len(setup.task_a)} training samples, {math.ceil(len(setup.task_a) / BATCH)} steps per epoch")
 
-    from forgetless.seed import _steps, _union, schedules
+    from forgetless.seed import _steps, _union, first_strengths, schedules
 
     a, b = (t.train for t in setup.bench.tasks)
     epochs = int(extra[1]) if extra else setup.config.epochs
@@ -362,10 +363,11 @@ def main(argv=None) -> int:
             shared = "" if name == "naive" else " (A shared with naive)"
             print(f"  {name:<10} {s.epochs_a} epochs on A + {s.epochs_b} on B: {n} steps{shared}")
         total_steps += n
-    search = (len(cfg.strength_grid) - 1) * _steps(b, plan["ewc"].epochs_b, cfg.batch_size)
-    print(f"  total {total_steps} optimizer steps with a given λ (--strength 2000); the default λ search adds "
-          f"{len(cfg.strength_grid) - 1} more B phases ({search} steps; its run at the chosen λ is the EWC result): "
-          f"{total_steps + search}")
+    tried = len(first_strengths(cfg))
+    search = (tried - 1) * _steps(b, plan["ewc"].epochs_b, cfg.batch_size)
+    print(f"  total {total_steps} optimizer steps with a given λ (--strength 2000); the default local λ search starts "
+          f"with {tried} λ, {tried - 1} more B phases ({search} steps; its run at the chosen λ is the EWC result): "
+          f"{total_steps + search}, plus one B phase ({search // max(1, tried - 1)} steps) per value it adds")
 
     if args.no_table:
         repeats = 0
