@@ -149,3 +149,15 @@ def test_post_protocol_trains_ewc_task_a_on_its_own_schedule(data_dir, tmp_path)
     result = json.loads((out / "result.json").read_text())
     assert set(result["task_a_seconds"]) == {"3 epochs, dropout 0.5", "6 epochs, dropout 0"}
     assert result["procedures"]["ewc"]["schedule"] == {"epochs_a": 3, "epochs_b": 9, "dropout": 0.5}
+
+
+def test_seed_runs_in_one_process_when_shared_memory_is_too_small(data_dir, tmp_path, monkeypatch, caplog):
+    import forgetless.seed
+
+    monkeypatch.setattr(forgetless.seed, "shared_memory_free", lambda: 1 << 20)  # Docker's default is 64 MB
+    out = tmp_path / "small-shm"
+    with caplog.at_level("WARNING", logger="forgetless.seed"):
+        assert main(["seed", "--data-dir", str(data_dir), "--epochs", "1", "--strength", "50", "--workers", "2",
+                     "--out", str(out)]) == 0
+    assert json.loads((out / "result.json").read_text())["workers"] == 1
+    assert "shared memory" in caplog.text and "--shm-size" in caplog.text

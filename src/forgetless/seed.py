@@ -11,6 +11,7 @@ dropout really on while training, a fresh Adam per task, and λ chosen on valida
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,7 +26,9 @@ from .models import mlp
 from .regularizers import EWC, L2, Regularizer
 from .strength import StrengthSearch, check_grid, next_to_try, score_or_nan
 from .training import accuracy, adam, train_task
-from .workers import job_runner
+from .workers import job_runner, shared_memory_free
+
+log = logging.getLogger(__name__)
 
 PROCEDURES = ("multitask", "naive", "l2", "ewc")
 PROTOCOLS = ("fair", "post")
@@ -200,6 +203,19 @@ def first_strengths(config: SeedConfig) -> tuple[float, ...]:
     return tuple(next_to_try(grid, {})) if config.strength_search == "local" else grid
 
 
+def _workers_that_fit(workers: int, bench: Benchmark) -> int:
+    """``workers``, or 1 when the data would not fit in the shared memory it is sent to workers through."""
+    if workers == 1:
+        return 1
+    need = sum(t.nbytes for task in bench.tasks for split in (task.train, task.valid, task.test) for t in (split.x, split.y))
+    free = shared_memory_free()
+    if free is not None and free < need + (64 << 20):
+        log.warning("only %d MB of shared memory free (/dev/shm), the data needs %d MB: running in one process "
+                    "(with Docker, --shm-size=1g lifts this)", free >> 20, need >> 20)
+        return 1
+    return workers
+
+
 def run_seed(config: SeedConfig, bench: Benchmark, on_step: Callable[[], None] | None = None, *, workers: int = 1,
              on_more: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Run the four procedures, in ``workers`` processes (1: here); returns the ``result.json`` content.
@@ -210,6 +226,7 @@ def run_seed(config: SeedConfig, bench: Benchmark, on_step: Callable[[], None] |
     The result does not depend on ``workers`` beyond float rounding: workers use one torch thread each,
     so a run here with one thread gives the same numbers.
     """
+    workers = _workers_that_fit(workers, bench)
     plan = schedules(config)
     auto = config.strength == "auto"
     grid = tuple(sorted(config.strength_grid))

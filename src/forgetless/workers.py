@@ -146,6 +146,18 @@ def job_runner(factory: Factory, args: tuple, *, workers: int = 1,
         runner.close()
 
 
+def shared_memory_free() -> int | None:
+    """Free bytes in /dev/shm, where torch puts the tensors it sends to other processes (None: unknown).
+
+    Docker gives containers 64 MB by default; tensors bigger than what is free there crash the
+    sending process with a bus error instead of raising, so callers check first."""
+    try:
+        stats = os.statvfs("/dev/shm")
+    except (OSError, AttributeError):  # no /dev/shm (not Linux): torch shares memory another way
+        return None
+    return stats.f_bavail * stats.f_frsize
+
+
 def available_cpus(at_most: int) -> int:
     """CPUs this process may run on (its affinity, where the OS tells), between 1 and ``at_most``."""
     try:
