@@ -67,9 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--estimator", choices=ESTIMATORS, default="exact", help="Fisher estimator")
     seed.add_argument("--fisher-samples", type=_positive_int, default=None, help="samples for the Fisher (default all)")
     seed.add_argument("--workers", type=_positive_int, default=None,
-                      help="jobs run side by side, one torch thread each: one in this process, the others in "
-                           "spawned workers (default: the CPUs available, at most 8); 1 runs everything here "
-                           "with --threads threads")
+                      help="processes running its jobs side by side, one torch thread each (default: the CPUs "
+                           "available, at most 8); 1 runs everything in this process with --threads threads")
     seed.add_argument("--out", type=Path, default=None, help="output folder (default: a new one under runs/)")
     _add_data_options(seed)
 
