@@ -2,19 +2,16 @@
 
 ``forgetless seed`` splits its work into independent jobs (task A, multi-task, each task-B run);
 :func:`job_runner` gives the same interface whether they run one after another here or side by side
-(one in this process, the others in worker processes), so both paths compute exactly the same
-things. Workers are spawned (fork with torch's thread pool can deadlock); every job runs with one
-torch thread; tensors sent to workers travel through shared memory (torch's pickling), so the data
-is not copied per worker. Every job counts its training steps into one shared counter, which
-``wait`` turns into ``on_step`` calls here.
+in worker processes, so both paths compute exactly the same things. Workers are spawned (fork with
+torch's thread pool can deadlock) and use one torch thread each; tensors sent to them travel
+through shared memory (torch's pickling), so the data is not copied per worker. Every worker counts
+its training steps into one shared counter, which :meth:`wait` turns into ``on_step`` calls here.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
-import threading
-from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
@@ -46,76 +43,33 @@ class InProcess:
         pass
 
 
-class Parallel:
-    """Jobs run side by side: one at a time in a thread of this process, the others in ``workers − 1``
-    spawned processes, each of them holding its own ``factory(*args)``. Jobs start in submission order
-    on whichever is free. This process works too (it has torch loaded already, while a spawned worker
-    first spends seconds importing it): one process fewer to start."""
+class Spawned:
+    """Jobs run in ``workers`` spawned processes, each holding its own ``factory(*args)``."""
 
     def __init__(self, factory: Factory, args: tuple, on_step: Callable[[], None] | None, workers: int):
         context = multiprocessing.get_context("spawn")
         self.counter = context.Value("q", 0)
-        self.reported, self.on_step = 0, on_step
-        self.stop = threading.Event()  # set on the way out: the job in this process stops at its next step
-        self.threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # one per job, as in the workers: the cores are shared
-        self.here = factory(*args, on_step=_ticker(self.counter, self.stop))
-        self.thread = ThreadPoolExecutor(max_workers=1)
-        self.pool = ProcessPoolExecutor(max_workers=workers - 1, mp_context=context, initializer=_start_worker,
+        self.reported = 0
+        self.on_step = on_step
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
                                         initargs=(factory, args, self.counter))
-        self.free = {"here": 1, "pool": workers - 1}
-        self.queue: deque[tuple[str, tuple, Future]] = deque()
-        self.running: dict[Future, tuple[Future, str]] = {}
 
     def submit(self, method: str, *args: Any) -> Future:
-        future: Future = Future()
-        self.queue.append((method, args, future))
-        self._dispatch()
-        return future
+        return self.pool.submit(_call, method, *args)
 
     def wait(self, futures: Iterable[Future]) -> set[Future]:
         """Block until at least one of ``futures`` is done, reporting progress meanwhile."""
-        futures = set(futures)
+        pending = set(futures)
         while True:
-            done = {f for f in futures if f.done()}
-            if done or not futures:
-                return done
-            if not self.running:
-                raise RuntimeError("waiting for jobs that were never started")
-            finished, _ = wait(self.running, timeout=0.2, return_when=FIRST_COMPLETED)
-            for job in finished:
-                future, where = self.running.pop(job)
-                self.free[where] += 1
-                error = job.exception()
-                if error is None:
-                    future.set_result(job.result())
-                else:
-                    future.set_exception(error)
-            self._dispatch()
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             self._report()
+            if done or not pending:
+                return done
 
     def wait_all(self, futures: Iterable[Future]) -> None:
         pending = set(futures)
         while pending:
             pending -= self.wait(pending)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.queue.clear()
-        self.thread.shutdown(wait=True, cancel_futures=True)
-        self.pool.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(self.threads)
-
-    def _dispatch(self) -> None:
-        while self.queue and (self.free["here"] or self.free["pool"]):
-            method, args, future = self.queue.popleft()
-            where = "here" if self.free["here"] else "pool"
-            if where == "here":
-                job = self.thread.submit(getattr(self.here, method), *args)
-            else:
-                job = self.pool.submit(_call, method, *args)
-            self.free[where] -= 1
-            self.running[job] = (future, where)
 
     def _report(self) -> None:
         if self.on_step is not None:
@@ -125,25 +79,21 @@ class Parallel:
             self.reported = now
 
 
-class Stopped(Exception):
-    """The run is being abandoned (an error elsewhere, or Ctrl-C): the job in this process stops."""
-
-
 @contextmanager
 def job_runner(factory: Factory, args: tuple, *, workers: int = 1,
-               on_step: Callable[[], None] | None = None) -> Iterator[InProcess | Parallel]:
-    """``InProcess`` for ``workers == 1``, else ``Parallel`` (closed on exit, queued jobs dropped)."""
+               on_step: Callable[[], None] | None = None) -> Iterator[InProcess | Spawned]:
+    """``InProcess`` for ``workers == 1``, else ``Spawned`` (shut down on exit, queued jobs cancelled)."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if workers == 1:
         yield InProcess(factory, args, on_step)
         return
-    runner = Parallel(factory, args, on_step, workers)
+    runner = Spawned(factory, args, on_step, workers)
     try:
         yield runner
         runner._report()
     finally:
-        runner.close()
+        runner.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def shared_memory_free() -> int | None:
@@ -167,22 +117,15 @@ def available_cpus(at_most: int) -> int:
     return max(1, min(at_most, count))
 
 
-def _ticker(counter: Any, stop: threading.Event | None = None) -> Callable[[], None]:
-    """An ``on_step`` that counts into the shared ``counter`` (and stops the job once ``stop`` is set)."""
+def _start_worker(factory: Factory, args: tuple, counter: Any) -> None:
+    global _target
+    torch.set_num_threads(1)  # the workers share the cores; more threads per worker only contend
 
     def tick() -> None:
         with counter.get_lock():
             counter.value += 1
-        if stop is not None and stop.is_set():
-            raise Stopped("stopped")
 
-    return tick
-
-
-def _start_worker(factory: Factory, args: tuple, counter: Any) -> None:
-    global _target
-    torch.set_num_threads(1)  # the workers share the cores; more threads per worker only contend
-    _target = factory(*args, on_step=_ticker(counter))
+    _target = factory(*args, on_step=tick)
 
 
 def _call(method: str, *args: Any) -> Any:
