@@ -8,8 +8,7 @@ process, round by round, at torch's default number of threads and at 1 thread:
   * one plain training epoch of the seed net over task A's training data (forgetless.training.train_task);
   * the Fisher pass of task A (EWC.consolidate on task A's training data, as the seed run does it);
   * the whole default run, `forgetless.cli.main(["seed", "--out", tmp])`, output silenced: in its
-    default number of jobs at a time (one in this process, the others in spawned workers), and all in
-    this process (`--workers 1`) at torch's default threads and at 1.
+    default worker processes, and all in this process (`--workers 1`) at torch's default threads and at 1.
 Times are medians over rounds; the runs are "warm" (imports done): the one-off import costs a fresh
 `forgetless seed` process also pays are measured separately at the start.
 Then (unless turned off):
@@ -375,7 +374,7 @@ def main(argv=None) -> int:
 
     workers = available_cpus(8)
     # (label, threads for torch in this process, seed arguments); workers use one thread each
-    settings = [(f"{workers} jobs at a time (default)", 1, []),
+    settings = [(f"{workers} workers (default)", 1, []),
                 (f"1 process, {default} threads", None, ["--workers", "1"]),
                 ("1 process, 1 thread", 1, ["--workers", "1"])]
     times = {(label, what): [] for label, _, _ in settings for what in ("epoch", "fisher", "seed", "fixed")}
