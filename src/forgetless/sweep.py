@@ -78,6 +78,7 @@ import numpy as np
 from .config import ConfigError, _coerce, build_config, read_config_file
 from .experiment import METHODS, RunConfig
 from .regularizers import REGULARIZERS
+from .workers import available_cpus
 
 log = logging.getLogger("forgetless.sweep")
 
@@ -514,7 +515,7 @@ def run_plan(plan: Plan, *, workers: int | None = None, executor: str = "local",
 
 
 def default_workers() -> int:
-    return max(1, min(2, os.cpu_count() or 1))
+    return available_cpus(2)
 
 
 # --- summary ------------------------------------------------------------------------------------

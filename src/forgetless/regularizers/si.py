@@ -110,27 +110,25 @@ class SI(Regularizer):
         if not self.path:
             raise RuntimeError(_NOT_STARTED)
         params = trainable_parameters(model)
-        if self._stepping:
-            for name, param in params.items():
-                if param.grad is not None:
-                    self.path[name].addcmul_(param.grad, param, value=-1.0)
-            self._stepping = False
-        else:
-            if not self.previous and not self._at_start:
-                raise RuntimeError(_MIXED)
-            before = self.previous or self.start or self.anchor
-            for name, param in params.items():
-                # A parameter without a gradient took no gradient step: it adds nothing to the path.
-                if param.grad is not None:
-                    self.path[name].addcmul_(param.grad, param - before[name], value=-1.0)
-            if not self.previous:  # the first step without before_step: from now on keep θ's copy
-                self.previous = snapshot(model)
-                self._at_start = False
-                return
+        with_before = self._stepping
+        before = None if with_before else self._theta_before_step()
+        for name, param in params.items():
+            # A parameter without a gradient took no gradient step: it adds nothing to the path.
+            if param.grad is not None:  # with before_step, g·θ(before) is already in ω
+                self.path[name].addcmul_(param.grad, param if with_before else param - before[name], value=-1.0)
+        self._stepping = self._at_start = False
         if self.previous:
             for name, param in params.items():
                 self.previous[name].copy_(param)
-        self._at_start = False
+        elif not with_before:  # steps come without before_step: keep θ from now on (4x)
+            self.previous = snapshot(model)
+
+    def _theta_before_step(self) -> dict[str, Tensor]:
+        if self.previous:
+            return self.previous
+        if self._at_start:
+            return self.start or self.anchor
+        raise RuntimeError(_MIXED)
 
     def consolidate(
         self, model: nn.Module, data: Batches | None = None, *, output_transform: OutputTransform | None = None
