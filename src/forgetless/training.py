@@ -24,7 +24,7 @@ def adam(model: nn.Module, lr: float) -> torch.optim.Optimizer:
     """Adam, fused into one kernel where this torch offers it for the parameters' device.
 
     The fused step is the same update (up to float rounding); on small CPU nets it makes a training
-    step about 14% cheaper (``benchmarks/bench_seed.py``, what-if table).
+    step about 14% cheaper (``bench/bench_seed.py``, what-if table).
     """
     try:
         return torch.optim.Adam(model.parameters(), lr=lr, fused=True)

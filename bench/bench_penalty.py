@@ -1,6 +1,6 @@
 """What does a regularizer's penalty add to a training step, and does it grow with the number of tasks?
 
-    python benchmarks/bench_penalty.py [--quick] [--tasks 1,10,100] [--repeats R] [--threads T]
+    python bench/bench_penalty.py [--quick] [--tasks 1,10,100] [--repeats R] [--threads T]
 
 For each network (784-128-5 = the seed net, 784-400-400-10, 784-1000-1000-10), batch 128, Adam, random
 MNIST-shaped data, in ONE process, interleaved round by round so that load on a shared machine hits all

@@ -1,6 +1,6 @@
 """How long does the Fisher take, compared with one training epoch and with a batch-size-1 loop?
 
-    python benchmarks/bench_fisher.py [--quick] [--samples N] [--repeats R]
+    python bench/bench_fisher.py [--quick] [--samples N] [--repeats R]
 
 Random MNIST-shaped data (N = 30000 samples of 784 pixels in [0, 1], 5 or 10 classes). For each network,
 in ONE process, interleaved round by round so that load on a shared machine hits all of them alike:
