@@ -66,7 +66,7 @@ def import_costs() -> dict[str, float]:
         start = time.perf_counter()
         __import__(module)
         if module == "forgetless.cli":
-            for also in ("forgetless.seed", "forgetless.report", "forgetless.plots", "tqdm"):
+            for also in ("forgetless.post", "forgetless.report", "forgetless.plots", "tqdm"):
                 __import__(also)
         costs[label] = time.perf_counter() - start
     return costs
@@ -75,16 +75,16 @@ def import_costs() -> dict[str, float]:
 # --- the plain epoch, the Fisher, the whole run -------------------------------------------------------
 class Setup:
     def __init__(self) -> None:
-        from forgetless.benchmarks import seed_split
+        from forgetless.benchmarks import post_split
         from forgetless.data import load_mnist
-        from forgetless.seed import SeedConfig
+        from forgetless.post import PostConfig
 
-        self.config = SeedConfig()
+        self.config = PostConfig()
         start = time.perf_counter()
         self.data = load_mnist()
         self.load_s = time.perf_counter() - start
         start = time.perf_counter()
-        self.bench = seed_split(self.data, seed=self.config.seed, valid_fraction=self.config.valid_fraction)
+        self.bench = post_split(self.data, seed=self.config.seed, valid_fraction=self.config.valid_fraction)
         self.split_s = time.perf_counter() - start
         self.task_a = self.bench.tasks[0].train
         self.model = None
@@ -180,26 +180,28 @@ class Timers:
 def breakdown(threads: int) -> None:
     import matplotlib.figure
 
-    import forgetless.benchmarks
+    import forgetless.benchmarks.registry
     import forgetless.data
+    import forgetless.files
     import forgetless.plots
+    import forgetless.post
     import forgetless.report
-    import forgetless.seed
     import forgetless.training
     from forgetless.regularizers import EWC, L2
 
     t = Timers()
-    top = [  # disjoint, called from cmd_seed / run_seed
+    top = [  # disjoint, called from cmd_seed / run_post
         (forgetless.data, "load_mnist", "data: load_mnist"),
-        (forgetless.benchmarks, "seed_split", "data: seed_split (tasks, validation split)"),
-        (forgetless.seed, "_union", "data: A ∪ B for multi-task"),
-        (forgetless.seed, "train_task", "training steps (train_task)"),
+        (forgetless.benchmarks.registry, "post_split", "data: post_split (tasks, validation split)"),
+        (forgetless.benchmarks.registry, "data_fingerprint", "data: fingerprint (sha256)"),
+        (forgetless.post, "_union", "data: A ∪ B for multi-task"),
+        (forgetless.post, "train_task", "training steps (train_task)"),
         (EWC, "consolidate", "Fisher of task A (EWC.consolidate)"),
-        (forgetless.seed, "accuracy", "evaluation (accuracy, test + valid)"),
-        (forgetless.plots, "seed_bars", "plot: seed_bars"),
+        (forgetless.post, "accuracy", "evaluation (accuracy, test + valid)"),
+        (forgetless.plots, "post_bars", "plot: post_bars"),
         (matplotlib.figure.Figure, "savefig", "plot: savefig"),
-        (forgetless.report, "seed_report", "report.md"),
-        (forgetless.report, "write_json", "result.json"),
+        (forgetless.report, "post_report", "report.md"),
+        (forgetless.files, "write_json", "config.json, result.json"),
     ]
     inner = [  # inside train_task
         (nn.Sequential, "forward", "forward (model(x))"),
@@ -341,10 +343,10 @@ def main(argv=None) -> int:
     costs = import_costs()
     setup = Setup()
     print("One-off costs of a fresh process: " + ", ".join(f"import {k} {v:.2f} s" for k, v in costs.items())
-          + f"; load_mnist {setup.load_s:.2f} s ({setup.data.source}); seed_split {setup.split_s:.2f} s")
+          + f"; load_mnist {setup.load_s:.2f} s ({setup.data.source}); post_split {setup.split_s:.2f} s")
     print(f"Task A: {len(setup.task_a)} training samples, {math.ceil(len(setup.task_a) / BATCH)} steps per epoch")
 
-    from forgetless.seed import _steps, _union, first_strengths, schedules
+    from forgetless.post import ROWS, _steps, _union, first_strengths, schedules
 
     a, b = (t.train for t in setup.bench.tasks)
     epochs = int(extra[1]) if extra else setup.config.epochs
@@ -362,7 +364,7 @@ def main(argv=None) -> int:
             shared = "" if name == "naive" else " (A shared with naive)"
             print(f"  {name:<10} {s.epochs_a} epochs on A + {s.epochs_b} on B: {n} steps{shared}")
         total_steps += n
-    tried = len(first_strengths(cfg))
+    tried = len(first_strengths(cfg, ROWS["ewc"]))
     search = (tried - 1) * _steps(b, plan["ewc"].epochs_b, cfg.batch_size)
     print(f"  total {total_steps} optimizer steps with a given λ (--strength 2000); the default local λ search starts "
           f"with {tried} λ, {tried - 1} more B phases ({search} steps; its run at the chosen λ is the EWC result): "

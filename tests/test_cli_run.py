@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from forgetless import runs
+from forgetless import EWC, runs
 from forgetless.cli import main
 
 from synthetic import write_mnist_dir
@@ -104,13 +104,20 @@ def test_compare_runs_methods_and_reuses_finished_runs(data_dir, tmp_path, capsy
     assert main(argv) == 0
     assert "ewc: reusing the finished run" in capsys.readouterr().out
     assert (out / "ewc" / "result.json").stat().st_mtime_ns == first
-    # a changed setting is not reused
-    assert main([*argv, "--lr", "0.002"]) == 0
+    # a changed setting is not reused, and never silently replaces a finished run (issue 15.1) ...
+    capsys.readouterr()
+    assert main([*argv, "--lr", "0.002"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a finished run of another config" in err and "--overwrite" in err and len(err.splitlines()) == 1
+    assert (out / "ewc" / "result.json").stat().st_mtime_ns == first
+    assert "| ewc |" in (out / "compare.md").read_text()
+    # ... unless asked to
+    assert main([*argv, "--lr", "0.002", "--overwrite"]) == 0
     assert json.loads((out / "ewc" / "result.json").read_text())["config"]["lr"] == 0.002
 
 
 def test_auto_strength_searches_on_validation(data_dir, tmp_path, monkeypatch):
-    monkeypatch.setitem(runs.STRENGTH_GRIDS, "ewc", (1.0, 100.0))
+    monkeypatch.setattr(EWC, "strength_grid", (1.0, 100.0))
     out = tmp_path / "auto"
     argv = ["run", "--benchmark", "split-mnist", "--scenario", "domain", "--method", "ewc", "--strength", "auto",
             "--data-dir", str(data_dir), "--out", str(out), *FAST]

@@ -9,6 +9,8 @@ from forgetless.metrics import (
     average_forgetting,
     backward_transfer,
     forward_transfer,
+    newest_task_accuracy,
+    old_tasks_accuracy,
     summarize,
 )
 
@@ -23,6 +25,12 @@ B3 = np.array([0.3, 0.1, 0.2])  # a random-init model's accuracy per task
 
 def test_average_accuracy_is_mean_of_last_row():
     assert average_accuracy(R3) == pytest.approx((0.5 + 0.6 + 0.9) / 3)
+
+
+def test_stability_and_plasticity_by_hand():
+    assert old_tasks_accuracy(R3) == pytest.approx((0.5 + 0.6) / 2)  # tasks 0 and 1 after the last
+    assert newest_task_accuracy(R3) == 0.9
+    assert math.isnan(old_tasks_accuracy([[0.7]])) and newest_task_accuracy([[0.7]]) == 0.7
 
 
 def test_forgetting_backward_and_forward_transfer_by_hand():
@@ -122,5 +130,6 @@ def test_bad_baselines_are_refused(bad):
 
 def test_public_names():
     assert set(metrics.__all__) == {
-        "average_accuracy", "average_forgetting", "backward_transfer", "forward_transfer", "summarize",
+        "average_accuracy", "average_forgetting", "backward_transfer", "forward_transfer", "newest_task_accuracy",
+        "old_tasks_accuracy", "summarize",
     }

@@ -71,7 +71,7 @@ def test_ray_sweep_writes_the_same_outputs_as_local(local_ray, setup, tmp_path, 
     # the local executor runs the same function: here in-process, for speed
     fingerprint = summary["data"]["mnist"]["fingerprint"]
     for point in summary["points"]:
-        config = sweep.build_config(sweep.RunConfig, point["config"])
+        config = sweep.run_config(point["config"])
         local = sweep.run_point(config, str(tmp_path / "local" / point["name"]), str(setup[1]), fingerprint)
         assert on_ray[point["name"]]["seeds"][0]["accuracy_matrix"] == local["seeds"][0]["accuracy_matrix"]
 

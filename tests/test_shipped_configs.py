@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from forgetless.config import build_config, read_config_file
-from forgetless.experiment import RunConfig
+from forgetless.config import read_config_file
+from forgetless.run_config import RunConfig, run_config
 from forgetless.sweep import expand, read_sweep
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -14,7 +14,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def test_reproduction_configs_build_their_protocol(path):
     settings = read_config_file(path)
     assert settings.pop("strength") == "auto"  # chosen on validation data, as the paper's table asks
-    config = build_config(RunConfig, settings)
+    config = run_config(settings)
     assert config.reset_optimizer is False     # their code keeps one Adam for the whole sequence
     assert config.batch_size == 128
     expected = {"split-mnist": ((400, 400), 1e-3, 2000), "permuted-mnist": ((1000, 1000), 1e-4, 5000)}

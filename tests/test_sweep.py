@@ -10,7 +10,8 @@ import pytest
 
 from forgetless import runs, sweep
 from forgetless.cli import main
-from forgetless.experiment import RunConfig
+from forgetless.executors import local
+from forgetless.run_config import RunConfig
 from forgetless.sweep import SweepError, expand, parse_sweep
 
 from synthetic import write_mnist_dir
@@ -300,11 +301,11 @@ def test_dry_run_lists_points_and_runs_nothing(swept, config_file, data_dir, tmp
 
 
 def test_one_sweep_at_a_time_per_output_folder(tmp_path):
-    with sweep._lock(tmp_path):
-        with pytest.raises(SweepError, match="another sweep is running"):
-            with sweep._lock(tmp_path):
+    with sweep.locked(tmp_path):
+        with pytest.raises(runs.FolderError, match="another sweep is running"):
+            with sweep.locked(tmp_path):
                 pass
-    with sweep._lock(tmp_path):  # released
+    with sweep.locked(tmp_path):  # released
         pass
 
 
@@ -320,18 +321,24 @@ def test_importing_forgetless_never_imports_ray():
     assert out.stdout.strip() == "False"
 
 
-def test_run_config_fields_are_the_sweep_keys():
-    # The sweep reads RunConfig's fields; a new field is a new valid sweep key automatically.
+def test_run_settings_are_the_sweep_keys():
+    # The sweep reads the run settings; a new RunConfig field, hyperparameter or benchmark option is
+    # a new valid sweep key automatically, expanded only for the runs that take it.
     import dataclasses
 
-    assert sweep.FIELDS == tuple(f.name for f in dataclasses.fields(RunConfig))
-    assert sweep.METHOD_SPECIFIC == {"strength", "decay", "damping", "estimator", "fisher_samples"}
+    from forgetless.run_config import setting_names
+
+    assert {f.name for f in dataclasses.fields(RunConfig)} - {"options"} <= set(setting_names())
+    assert {"decay", "damping", "estimator", "fisher_samples", "importance_samples", "hidden", "n_tasks"} <= set(setting_names())
+    spec = parse_sweep({"grid": {"benchmark": ["split-mnist", "permuted-mnist"], "n_tasks": [2, 3], "method": ["naive"]}})
+    assert [(p.config.benchmark, p.config.resolved().get("n_tasks")) for p in expand(spec)] == [
+        ("split-mnist", None), ("permuted-mnist", 2), ("permuted-mnist", 3)]
 
 
 def test_local_executor_reports_a_failing_job_and_finishes_the_others():
     import math
 
-    outcomes = sorted(sweep.run_local(math.sqrt, [(4.0,), (-1.0,), (9.0,)], workers=2), key=lambda o: o[0])
+    outcomes = sorted(local.run_local(math.sqrt, [(4.0,), (-1.0,), (9.0,)], workers=2), key=lambda o: o[0])
     assert [(i, r) for i, r, e in outcomes] == [(0, 2.0), (1, None), (2, 3.0)]
     assert isinstance(outcomes[1][2], ValueError)
 
@@ -344,7 +351,7 @@ def test_a_failed_run_is_reported_missing_and_retried_next_time(config_file, dat
     cfg = tmp_path / "naive.toml"
     cfg.write_text(config_file.read_text().replace('["naive", "ewc"]', '["naive"]').split("[grid.strength_by")[0])
     out = tmp_path / "out"
-    monkeypatch.setattr(sweep, "run_local", in_process)
+    monkeypatch.setattr(local, "run_local", in_process)
     assert _sweep(cfg, data_dir, out) == 1
     captured = capsys.readouterr()
     assert "failed: naive seed 1: RuntimeError: the loss became NaN" in captured.err
@@ -352,7 +359,7 @@ def test_a_failed_run_is_reported_missing_and_retried_next_time(config_file, dat
     assert "1 of 2 runs are missing" in (out / "sweep.md").read_text()
     assert len(json.loads((out / "sweep.json").read_text())["missing"]) == 1
 
-    monkeypatch.setattr(sweep, "run_local", lambda fn, jobs, *, workers: ((i, fn(*j), None) for i, j in enumerate(jobs)))
+    monkeypatch.setattr(local, "run_local", lambda fn, jobs, *, workers: ((i, fn(*j), None) for i, j in enumerate(jobs)))
     assert _sweep(cfg, data_dir, out) == 0
     assert "2 runs: 1 finished earlier (reused), 1 to run" in capsys.readouterr().out
     assert json.loads((out / "sweep.json").read_text())["missing"] == []

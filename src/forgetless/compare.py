@@ -1,11 +1,46 @@
-"""Several finished runs on one benchmark → one table (with published numbers) and one plot."""
+"""Several methods on one benchmark, each in its own run folder → one table (beside the published
+numbers) and one plot. Every method's settings and reusable finished run are checked before the
+first trains, and an interrupt keeps the methods that finished."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
+from .experiment import BenchmarkFactory, Progress, execute
+from .files import write_atomic, write_json
 from .published import published
-from .report import _pm, write_atomic, write_json
+from .report import pm
+from .run_config import RunConfig
+from .runs import Interrupted, claimed, reusable
+
+
+def compare(
+    configs: Sequence[RunConfig], out: Path, make_bench: BenchmarkFactory, *, data_source: str, fingerprint: str,
+    overwrite: bool = False, progress: Progress | None = None,
+    on_method: Callable[[str, Path, bool], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Run (or reuse) every config into ``out/<method>``, then write ``compare.md``, ``.json``, ``.png``.
+
+    ``on_method(method, folder, reused)`` after each method. Raises :class:`~forgetless.runs.Interrupted`
+    saying how many methods finished and were kept.
+    """
+    results: dict[str, dict[str, Any]] = {}
+    with claimed(out):
+        for config in configs:  # refuse a folder holding another config's finished run before training any
+            reusable(out / config.method, config.resolved(), fingerprint, overwrite=overwrite)
+        try:
+            for config in configs:
+                folder = out / config.method
+                results[config.method], reused = execute(config, folder, make_bench, data_source=data_source,
+                                                          fingerprint=fingerprint, overwrite=overwrite, progress=progress)
+                if on_method is not None:
+                    on_method(config.method, folder, reused)
+        except KeyboardInterrupt:
+            kept = f" ({', '.join(results)})" if results else ""
+            raise Interrupted(f"{len(results)} of {len(configs)} methods finished and kept in {out}{kept}: "
+                              "run the same command to finish the others") from None
+        write_compare(out, results)
+    return results
 
 
 def compare_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -30,10 +65,10 @@ def compare_report(results: dict[str, dict[str, Any]]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in compare_rows(results):
         ref = "" if r["published_average_accuracy"] is None else f"{r['published_average_accuracy']:.4f}"
-        fwt = _pm(r["forward_transfer"]) if r["forward_transfer"] else "n/a"
+        fwt = pm(r["forward_transfer"]) if r["forward_transfer"] else "n/a"
         strength = "" if r["strength"] is None else f"{r['strength']:g}"
-        lines.append(f"| {r['method']} | {strength} | {r['seeds']} | {_pm(r['average_accuracy'])} | "
-                     f"{_pm(r['average_forgetting'])} | {_pm(r['backward_transfer'])} | {fwt} | {ref} |")
+        lines.append(f"| {r['method']} | {strength} | {r['seeds']} | {pm(r['average_accuracy'])} | "
+                     f"{pm(r['average_forgetting'])} | {pm(r['backward_transfer'])} | {fwt} | {ref} |")
     lines += ["", "Published: van de Ven, Tuytelaars & Tolias 2019 (arXiv 1904.07734), where they report the cell."]
     return "\n".join(lines) + "\n"
 

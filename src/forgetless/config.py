@@ -43,7 +43,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return content
 
 
-def _coerce(name: str, value: Any, annotation: Any) -> Any:
+def coerce(name: str, value: Any, annotation: Any) -> Any:
     """Check ``value`` against a (simple) type annotation, converting lists to tuples."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
@@ -51,7 +51,7 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         errors = []
         for option in args:
             try:
-                return _coerce(name, value, option)
+                return coerce(name, value, option)
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(f"{name}: {value!r} is not a valid value (expected {_describe(annotation)})")
@@ -63,7 +63,7 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name}: expected a list, got {value!r}")
         item_type = args[0] if args else Any
-        return tuple(_coerce(name, v, item_type) for v in value)
+        return tuple(coerce(name, v, item_type) for v in value)
     if origin is typing.Literal:
         if value in args:
             return value
@@ -105,7 +105,7 @@ def build_config(cls: type[T], *layers: Mapping[str, Any]) -> T:
             name = key.replace("-", "_")
             if name not in fields:
                 raise ConfigError(f"unknown setting {key!r}; valid settings: {', '.join(sorted(fields))}")
-            values[name] = _coerce(name, value, hints[name])
+            values[name] = coerce(name, value, hints[name])
     try:
         return cls(**values)
     except TypeError as err:

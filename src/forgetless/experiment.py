@@ -1,13 +1,14 @@
-"""One method on one benchmark over seeds: typed config → accuracy matrices → metrics.
+"""One method on one benchmark over seeds: a typed config → accuracy matrices → metrics.
 
 ``R[t, k]`` is the test accuracy on task k after training task t (see :mod:`forgetless.metrics`).
+:func:`run_seed` is one training run, a function of (config, benchmark, seed) alone;
+:func:`run_experiment` runs every seed (and the strength search) and returns the result's numbers.
+Nothing here writes files: :mod:`forgetless.runs` does.
 """
 from __future__ import annotations
 
-import inspect
-import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -16,99 +17,20 @@ from torch import nn
 
 from . import metrics
 from .benchmarks import Benchmark
-from .benchmarks.registry import BENCHMARKS, SUPPORTED_SCENARIOS
-from .benchmarks.scenarios import SCENARIOS, eval_output_transform, task_output_transform
-from .fisher import ESTIMATORS
-from .models import mlp
-from .regularizers import REGULARIZERS, Regularizer
-from .strength import check_grid
+from .benchmarks.registry import make_model
+from .benchmarks.scenarios import eval_output_transform, task_output_transform
+from .memory import check_fits
+from .methods import METHODS
+from .run_config import RunConfig
+from .stats import over_seeds
+from .strength import StrengthSearch, search_strength
 from .training import accuracy, adam, train_joint, train_task
 
-METHODS: tuple[str, ...] = ("naive", "joint", *REGULARIZERS)
-# Defaults for each method's strength (λ, or c for SI); `--strength auto` searches on validation data.
-DEFAULT_STRENGTH = {"l2": 1.0, "ewc": 1000.0, "online-ewc": 1000.0, "si": 1.0, "mas": 1.0}
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Every setting of a run; the resolved values are written to ``config.json`` before it starts."""
-
-    benchmark: str = "split-mnist"
-    scenario: str = "task"
-    method: str = "ewc"
-    seeds: tuple[int, ...] = (0,)
-    strength: float | None = None       # λ (c for SI); None: the method's default
-    strength_grid: tuple[float, ...] | None = None  # values `--strength auto` tries; None: the method's grid
-    decay: float = 1.0                  # online EWC's γ
-    damping: float = 0.1                # SI's ξ
-    estimator: str = "exact"            # Fisher estimator for EWC / online EWC
-    fisher_samples: int | None = None   # None: all of the task's training data
-    hidden: tuple[int, ...] = (400, 400)
-    iterations: int = 2000              # mini-batch updates per task
-    batch_size: int = 128
-    lr: float = 1e-3
-    reset_optimizer: bool = True        # a fresh Adam per task; False: one Adam (and its moments) throughout
-    n_tasks: int = 10                   # permuted MNIST only
-    valid_fraction: float = 0.1         # held out of each task's training data
-
-    def __post_init__(self) -> None:
-        _choice("benchmark", self.benchmark, tuple(BENCHMARKS))
-        _choice("scenario", self.scenario, SCENARIOS)
-        _choice("method", self.method, METHODS)
-        _choice("estimator", self.estimator, ESTIMATORS)
-        if self.scenario not in SUPPORTED_SCENARIOS[self.benchmark]:
-            raise ValueError(f"{self.benchmark} has only the {', '.join(SUPPORTED_SCENARIOS[self.benchmark])} scenario")
-        if not self.seeds:
-            raise ValueError("seeds: give at least one seed")
-        if self.strength_grid is not None:
-            check_grid(self.strength_grid)
-        if self.strength is not None and not (0 <= self.strength < math.inf):
-            raise ValueError(f"strength must be a finite number >= 0, got {self.strength}")
-        if not 0 <= self.decay <= 1:
-            raise ValueError(f"decay must be in [0, 1], got {self.decay}")
-        if not self.damping > 0:
-            raise ValueError(f"damping must be > 0, got {self.damping}")
-        for name in ("iterations", "batch_size", "n_tasks"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.hidden or min(self.hidden) < 1:
-            raise ValueError(f"hidden must list layer widths >= 1, got {self.hidden}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-
-    @property
-    def resolved_strength(self) -> float | None:
-        if self.method not in DEFAULT_STRENGTH:
-            return None
-        return DEFAULT_STRENGTH[self.method] if self.strength is None else self.strength
-
-    def benchmark_options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"valid_fraction": self.valid_fraction}
-        if self.benchmark == "permuted-mnist":
-            options["n_tasks"] = self.n_tasks
-        return options
-
-    def resolved(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["strength"] = self.resolved_strength
-        out["hidden"], out["seeds"] = list(self.hidden), list(self.seeds)
-        out["strength_grid"] = None if self.strength_grid is None else list(self.strength_grid)
-        return out
-
-
-def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
-
-
-def make_regularizer(config: RunConfig, seed: int) -> Regularizer | None:
-    """The method's regularizer with the config's hyperparameters (None for naive and joint)."""
-    if config.method not in REGULARIZERS:
-        return None
-    cls = REGULARIZERS[config.method]
-    available = {**asdict(config), "strength": config.resolved_strength, "seed": seed}
-    params = inspect.signature(cls).parameters
-    return cls(**{name: available[name] for name in params if name in available})
+Progress = Callable[[str, int], Callable[[], None]]   # progress(label, total) -> per-step callback
+BenchmarkFactory = Callable[[int], Benchmark]         # seed -> the benchmark built with it
+# Copies of the parameters training may hold at once: weights, gradients, Adam's two moments and
+# up to four a regularizer keeps (SI during a task: Ω, θ*, ω and θ before the step).
+PARAMETER_COPIES = 8
 
 
 @dataclass
@@ -125,23 +47,35 @@ class SeedRun:
                 "metrics": metrics.summarize(self.accuracy_matrix, self.baseline), "seconds": self.seconds}
 
 
+def new_model(config: RunConfig, bench: Benchmark, seed: int) -> nn.Module:
+    """The benchmark's untrained network, its weights drawn from ``seed`` (the global RNG untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make_model(config.benchmark, bench, **config.model_options())
+
+
+def check_resources(config: RunConfig, bench: Benchmark) -> None:
+    """Refuse, in one line, a model too big to train here (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        model = make_model(config.benchmark, bench, **config.model_options())
+    count = sum(p.numel() for p in model.parameters())
+    check_fits(count * 4 * PARAMETER_COPIES, f"training a {count / 1e6:.1f}M-parameter model "
+                                             f"(its weights, gradients, Adam's moments and the method's state)")
+
+
 def _evaluate(model: nn.Module, bench: Benchmark, trained: int, split: str) -> list[float]:
     return [accuracy(model, getattr(task, split), output_transform=eval_output_transform(bench, trained=trained, evaluated=k))
             for k, task in enumerate(bench.tasks)]
 
 
-def run_seed(
-    config: RunConfig, bench: Benchmark, seed: int,
-    progress: Callable[[str, int], Callable[[], None]] | None = None,
-) -> SeedRun:
-    """Train the sequence once; ``progress(label, total)`` returns a per-step callback."""
+def run_seed(config: RunConfig, bench: Benchmark, seed: int, progress: Progress | None = None) -> SeedRun:
+    """Train the sequence once with ``seed``; ``progress(label, total)`` returns a per-step callback."""
     T = len(bench.tasks)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = mlp(bench.tasks[0].train.x.shape[1], config.hidden, bench.n_outputs)
+    model = new_model(config, bench, seed)
     baseline = np.array(_evaluate(model, bench, T - 1, "test"))
     R, V = np.zeros((T, T)), np.zeros((T, T))
-    reg = make_regularizer(config, seed)
+    method = METHODS[config.method]
+    reg = method.build(config.strength, config.method_options(), seed) if method.has_strength else None
     generator = torch.Generator().manual_seed(seed)
     seconds: dict[str, float] = {"train": 0.0, "consolidate": 0.0, "evaluate": 0.0}
     for t, task in enumerate(bench.tasks):
@@ -150,7 +84,7 @@ def run_seed(
         if t == 0 or config.reset_optimizer:
             optimizer = adam(model, config.lr)
         start = time.perf_counter()
-        if config.method == "joint":  # upper bound: all data of the tasks so far
+        if method.joint:  # upper bound: all data of the tasks so far
             parts = [(bench.tasks[j].train, _joint_transform(bench, j, t)) for j in range(t + 1)]
             train_joint(model, parts, steps=config.iterations, batch_size=config.batch_size,
                         optimizer=optimizer, generator=generator, label=label, on_step=on_step)
@@ -177,14 +111,87 @@ def _joint_transform(bench: Benchmark, task: int, stage: int):
     return task_output_transform(bench.tasks[task], bench.scenario)
 
 
+def choose_strength(config: RunConfig, make_bench: BenchmarkFactory,
+                    progress: Progress | None) -> tuple[StrengthSearch, SeedRun]:
+    """Search the method's grid with the first seed, scoring validation average accuracy.
+
+    Returns the search and the first seed's run at the chosen strength (not trained twice).
+    """
+    seed = config.seeds[0]
+    bench = make_bench(seed)
+    tried: dict[float, SeedRun] = {}
+
+    def score(strength: float) -> float:
+        tried[strength] = run_seed(config.with_strength(strength), bench, seed, progress)
+        return float(tried[strength].valid_matrix[-1].mean())
+
+    search = search_strength(score, config.strength_grid or METHODS[config.method].strength_grid)
+    return search, tried[search.best]
+
+
+def run_experiment(config: RunConfig, make_bench: BenchmarkFactory, progress: Progress | None = None) -> dict[str, Any]:
+    """Every seed of ``config`` (after the strength search when it asks for one): the result's numbers."""
+    requested = config.resolved()
+    search = None
+    runs: list[SeedRun] = []
+    if config.auto:
+        search, first = choose_strength(config, make_bench, progress)
+        runs.append(first)
+        config = config.with_strength(search.best)
+    for seed in config.seeds[len(runs):]:
+        runs.append(run_seed(config, make_bench(seed), seed, progress))
+    bench = make_bench(config.seeds[0])
+    matrices = [r.accuracy_matrix for r in runs]
+    return {
+        "config": config.resolved(),
+        "requested_config": requested,  # what was asked ("auto"), beside what ran
+        "task_names": [t.name for t in bench.tasks],
+        "seeds": [r.as_dict() for r in runs],
+        "metrics": aggregate(runs),
+        "mean_accuracy_matrix": np.mean(matrices, axis=0).tolist(),
+        "std_accuracy_matrix": np.std(matrices, axis=0).tolist(),
+        "strength_search": search.as_dict() if search else None,
+        "selection": "hyperparameters chosen on validation data held out of the training sets; "
+                     "accuracies are on the test sets",
+    }
+
+
+def benchmark_factory(config: RunConfig, data: Any) -> BenchmarkFactory:
+    """``seed -> benchmark`` for ``config``, keeping one benchmark in memory at a time (permuted MNIST is large)."""
+    from .benchmarks.registry import make_benchmark
+
+    cache: dict[int, Benchmark] = {}
+
+    def make(seed: int) -> Benchmark:
+        if seed not in cache:
+            cache.clear()
+            cache[seed] = make_benchmark(config.benchmark, data, scenario=config.scenario, seed=seed,
+                                         **config.benchmark_options())
+        return cache[seed]
+
+    return make
+
+
+def prepare(config: RunConfig, data: Any) -> BenchmarkFactory:
+    """Build the first seed's benchmark and check the model fits, before any folder is made."""
+    make_bench = benchmark_factory(config, data)
+    check_resources(config, make_bench(config.seeds[0]))
+    return make_bench
+
+
+def execute(config: RunConfig, out, make_bench: BenchmarkFactory, *, data_source: str, fingerprint: str,
+            overwrite: bool = False, progress: Progress | None = None) -> tuple[dict[str, Any], bool]:
+    """Run ``config`` into the run folder ``out`` (or reuse the finished run there); (result, reused)."""
+    from . import runs
+
+    return runs.produce(out, requested=config.resolved(), data_source=data_source, fingerprint=fingerprint,
+                        compute=lambda: run_experiment(config, make_bench, progress), write=runs.write_outputs,
+                        overwrite=overwrite)
+
+
 def aggregate(runs: list[SeedRun]) -> dict[str, dict[str, float]]:
-    """Mean and standard deviation (ddof=1 when ≥ 2 seeds) of each metric over seeds."""
+    """Each metric over seeds (:func:`forgetless.stats.over_seeds`), and the validation average accuracy."""
     per_seed = [metrics.summarize(r.accuracy_matrix, r.baseline) for r in runs]
-    out = {}
-    for name in per_seed[0]:
-        values = np.array([m[name] for m in per_seed], dtype=float)
-        std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-        out[name] = {"mean": float(values.mean()), "std": std}
-    valid = np.array([r.valid_matrix[-1].mean() for r in runs])
-    out["valid_average_accuracy"] = {"mean": float(valid.mean()), "std": float(valid.std(ddof=1)) if len(valid) > 1 else 0.0}
+    out = {name: over_seeds([m[name] for m in per_seed]) for name in per_seed[0]}
+    out["valid_average_accuracy"] = over_seeds([metrics.average_accuracy(r.valid_matrix) for r in runs])
     return out

@@ -16,7 +16,10 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["average_accuracy", "average_forgetting", "backward_transfer", "forward_transfer", "summarize"]
+__all__ = [
+    "average_accuracy", "average_forgetting", "backward_transfer", "forward_transfer", "newest_task_accuracy",
+    "old_tasks_accuracy", "summarize",
+]
 
 
 def _check_probabilities(name: str, values: np.ndarray) -> None:
@@ -45,6 +48,29 @@ def average_accuracy(R: ArrayLike) -> float:
     """
     R = _matrix(R)
     return float(R[-1].mean())
+
+
+def old_tasks_accuracy(R: ArrayLike) -> float:
+    """Mean accuracy on the earlier tasks after the last one (stability): (1/(T−1)) Σ_{k<T−1} R[T−1, k].
+
+    ``nan`` when T = 1 (there is no earlier task).
+
+    Example:
+        >>> old_tasks_accuracy([[0.9, 0.1, 0.0], [0.8, 0.9, 0.1], [0.6, 0.7, 1.0]])
+        0.6499999999999999
+    """
+    R = _matrix(R)
+    return float(R[-1, :-1].mean()) if len(R) > 1 else math.nan
+
+
+def newest_task_accuracy(R: ArrayLike) -> float:
+    """Accuracy on the last task just after learning it (plasticity): R[T−1, T−1].
+
+    Example:
+        >>> newest_task_accuracy([[0.9, 0.1], [0.6, 0.8]])
+        0.8
+    """
+    return float(_matrix(R)[-1, -1])
 
 
 def average_forgetting(R: ArrayLike) -> float:

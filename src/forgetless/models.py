@@ -1,9 +1,13 @@
-"""The multilayer perceptrons the benchmarks use."""
+"""The networks the benchmarks train. A benchmark's registry entry names its model factory,
+``factory(bench, **options) -> nn.Module``; the factory's keyword options are run settings."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from torch import nn
+
+if TYPE_CHECKING:  # annotations only: the benchmarks' registry imports this module
+    from .benchmarks import Benchmark
 
 
 def mlp(input_size: int = 784, hidden: Sequence[int] = (128,), n_outputs: int = 5, dropout: float = 0.0) -> nn.Sequential:
@@ -32,3 +36,22 @@ def mlp(input_size: int = 784, hidden: Sequence[int] = (128,), n_outputs: int = 
         width = size
     layers.append(nn.Linear(width, n_outputs))
     return nn.Sequential(*layers)
+
+
+def image_mlp(bench: Benchmark, *, hidden: tuple[int, ...] = (400, 400), dropout: float = 0.0) -> nn.Sequential:
+    """The image benchmarks' network: an MLP from the flattened input to the benchmark's outputs.
+
+    Args:
+        hidden: hidden layer widths, e.g. 400,400.
+        dropout: dropout probability after each hidden layer (0: none).
+
+    Example:
+        >>> import torch
+        >>> from forgetless.benchmarks import Benchmark, Split, Task
+        >>> s = Split(torch.zeros(2, 784), torch.zeros(2, dtype=torch.long))
+        >>> image_mlp(Benchmark("toy", (Task("t", s, s, s, (0, 1), (0, 1)),), 2, "domain"), hidden=(8,))[-1]
+        Linear(in_features=8, out_features=2, bias=True)
+    """
+    if not hidden or min(hidden) < 1:
+        raise ValueError(f"hidden must list layer widths >= 1, got {tuple(hidden)}")
+    return mlp(bench.tasks[0].train.x[0].numel(), hidden, bench.n_outputs, dropout)

@@ -13,15 +13,20 @@ def _pyplot():
     return plt
 
 
-def save_figure(fig, path) -> None:
-    """Write ``fig`` to ``path`` and free it (pyplot keeps every open figure alive)."""
-    import matplotlib.pyplot as plt
+def save_figure(fig, path, dpi: int = 120) -> None:
+    """Write ``fig`` to ``path`` as a PNG, atomically (:func:`forgetless.files.write_atomic`), and free
+    it (pyplot keeps every open figure alive)."""
+    import io
 
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from .files import write_atomic
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    _pyplot().close(fig)
+    write_atomic(path, buffer.getvalue())
 
 
-def seed_bars(result: dict[str, Any]):
+def post_bars(result: dict[str, Any]):
     """Bar chart: test accuracy on A and B per procedure, the post's numbers as markers."""
     plt = _pyplot()
     names = list(result["procedures"])
@@ -31,8 +36,8 @@ def seed_bars(result: dict[str, Any]):
         xs = [j + (i - 0.5) * width for j in range(len(names))]
         ours = [result["procedures"][n]["accuracy"][task] for n in names]
         ax.bar(xs, ours, width, label=f"task {task} (forgetless)", color=f"C{i}")
-        post = [result["post"][n][task] for n in names]
-        ax.scatter(xs, post, marker="_", s=400, color="black", zorder=3,
+        published = [(x, result["post"][n][task]) for x, n in zip(xs, names) if n in result["post"]]
+        ax.scatter([x for x, _ in published], [v for _, v in published], marker="_", s=400, color="black", zorder=3,
                    label="the post's numbers" if i == 0 else None)
     ax.set_xticks(range(len(names)), names)
     ax.set_ylim(0, 1.05)

@@ -1,58 +1,27 @@
-"""Results → files. Every file is written atomically: a crash never leaves a half-written one."""
+"""Results → text: the markdown reports and tables of a run and of the post's experiment (the files
+are written by :mod:`forgetless.runs` through :mod:`forgetless.files`)."""
 from __future__ import annotations
 
-import json
-import os
-import platform
-import tempfile
-from pathlib import Path
 from typing import Any
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write to a temporary file beside ``path`` then rename it into place."""
-    path = Path(path)
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, content: Any) -> None:
-    write_atomic(path, json.dumps(_finite(content), indent=2, allow_nan=False) + "\n")
-
-
-def versions() -> dict[str, str]:
-    import numpy
-    import torch
-
-    from . import __version__
-
-    return {"forgetless": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
-            "python": platform.python_version()}
-
-
-def seed_table(result: dict[str, Any]) -> str:
+def post_table(result: dict[str, Any]) -> str:
     """Markdown table: our test accuracies beside the post's."""
     rows = ["| procedure | task A | task B | mean | post A | post B |", "|---|---|---|---|---|---|"]
     for name, proc in result["procedures"].items():
         a, b = proc["accuracy"]["A"], proc["accuracy"]["B"]
-        post = result["post"][name]
-        rows.append(f"| {name} | {a:.3f} | {b:.3f} | {(a + b) / 2:.3f} | {post['A']:.3f} | {post['B']:.3f} |")
+        post = result["post"].get(name)
+        published = f"{post['A']:.3f} | {post['B']:.3f}" if post else "– | –"
+        rows.append(f"| {name} | {a:.3f} | {b:.3f} | {(a + b) / 2:.3f} | {published} |")
     return "\n".join(rows)
 
 
-def seed_report(result: dict[str, Any]) -> str:
+def post_report(result: dict[str, Any]) -> str:
     c = result["config"]
     lines = [
         "# forgetless seed: the post's experiment, even digits (A) then odd digits (B)",
         "",
-        seed_table(result),
+        post_table(result),
         "",
         f"Protocol `{c['protocol']}`, seed {c['seed']}, EWC λ = {c['strength']:g} ({c['strength_source']}), "
         f"Fisher estimator `{c['estimator']}`, L2 λ = {c['l2_strength']:g}.",
@@ -75,18 +44,7 @@ def search_table(search: dict[str, Any], title: str, symbol: str) -> list[str]:
     return lines
 
 
-def _finite(value: Any) -> Any:
-    """JSON has no NaN: undefined metrics (e.g. forgetting with one task) become null."""
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _pm(stat: dict[str, float | None]) -> str:
+def pm(stat: dict[str, float | None]) -> str:
     if stat["mean"] is None or stat["mean"] != stat["mean"]:
         return "n/a"
     return f"{stat['mean']:.4f} ± {stat['std']:.4f}"
@@ -119,7 +77,7 @@ def run_report(result: dict[str, Any]) -> str:
         "| metric | mean ± std over seeds |",
         "|---|---|",
     ]
-    lines += [f"| {name} | {_pm(stat)} |" for name, stat in result["metrics"].items()]
+    lines += [f"| {name} | {pm(stat)} |" for name, stat in result["metrics"].items()]
     lines += ["", "Mean test accuracy matrix R[t, k] (row: after training task t; column: task k):", "",
               "| after \\ on | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for name, row in zip(names, result["mean_accuracy_matrix"]):

@@ -1,33 +1,120 @@
-"""A run folder: config.json first, an INCOMPLETE marker while it runs, result.json last.
+"""Run folders: THE place results are kept, reused and never lost.
 
-An interrupted run leaves ``INCOMPLETE`` (saying so) and never a ``result.json`` that looks finished.
+A run folder holds, at every moment, one of:
+
+- nothing yet but ``.forgetless`` (it says the folder is forgetless's, and is locked while a process
+  writes into it: a second process is refused, and the lock dies with its owner);
+- ``config.json`` (the settings as asked, the data's fingerprint, the versions) and ``INCOMPLETE``:
+  a run going on, or interrupted; never a ``result.json``;
+- a finished run: ``result.json`` (written last) and the other output files, no ``INCOMPLETE``.
+
+A finished run is reused when the same settings are asked on the same data, and a finished run of
+other settings is never replaced unless the caller says ``overwrite`` (the old ``result.json`` is
+then removed when the new run starts). A folder that is not empty and was not written by
+forgetless is refused before anything runs.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
+import os
+import platform
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-import numpy as np
-
-from .benchmarks import Benchmark
-from .experiment import RunConfig, SeedRun, aggregate, run_seed
-from .report import versions, write_atomic, write_json
-from .strength import StrengthSearch, search_strength
+from .files import finite, write_atomic, write_json
 
 INCOMPLETE = "INCOMPLETE"
-# Log-spaced grids for `--strength auto`, per method (λ for EWC-like methods, c for SI).
-STRENGTH_GRIDS: dict[str, tuple[float, ...]] = {
-    "ewc": tuple(10.0**k for k in range(0, 9)),
-    "online-ewc": tuple(10.0**k for k in range(0, 9)),
-    "si": tuple(10.0**k for k in range(-2, 5)),
-    "mas": tuple(10.0**k for k in range(-2, 5)),
-    "l2": tuple(10.0**k for k in range(-3, 4)),
-}
-Progress = Callable[[str, int], Callable[[], None]]
-BenchmarkFactory = Callable[[int], Benchmark]
+MARKER = ".forgetless"
+FORMAT = "forgetless.run"
+
+
+class FolderError(ValueError):
+    """An output folder that cannot be used as asked; the message says why and what to do."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM; the message says exactly what was kept."""
+
+
+def versions() -> dict[str, str]:
+    import numpy
+    import torch
+
+    from . import __version__
+
+    return {"forgetless": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+            "python": platform.python_version()}
+
+
+def new_folder(prefix: str, root: Path = Path("runs")) -> Path:
+    """A new, empty folder ``root/<prefix>-<date>-<time>`` (``-2``, ``-3``… if that exists): two runs
+    started in the same second get two folders."""
+    root.mkdir(parents=True, exist_ok=True)
+    stem = f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for n in range(1, 1000):
+        folder = root / (stem if n == 1 else f"{stem}-{n}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise FolderError(f"{root}: could not find a free folder name for {stem}")
+
+
+def _ours(folder: Path) -> bool:
+    """Whether a non-empty ``folder`` was written by forgetless (before the marker existed, too)."""
+    if (folder / MARKER).exists() or (folder / ".sweep.lock").exists() or (folder / "compare.json").exists():
+        return True
+    for name in ("config.json", "result.json", "sweep.json"):
+        try:
+            content = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(content, dict) and "forgetless" in (content.get("versions") or {}):
+            return True
+    return False
+
+
+def check_usable(folder: Path) -> None:
+    """Refuse a path that is a file, or a non-empty folder forgetless did not write."""
+    if folder.exists() and not folder.is_dir():
+        raise FolderError(f"--out {folder} exists and is not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not _ours(folder):
+        names = sorted(p.name for p in folder.iterdir())
+        shown = ", ".join(names[:4]) + (", …" if len(names) > 4 else "")
+        raise FolderError(f"--out {folder} already exists and holds files forgetless did not write ({shown}); "
+                          "choose a new or empty folder (nothing was overwritten)")
+
+
+@contextmanager
+def claimed(folder: Path, *, busy: str = "another forgetless process is writing into") -> Iterator[Path]:
+    """Create ``folder`` if needed, mark it as forgetless's and lock it while the block runs."""
+    check_usable(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / MARKER, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as err:
+        raise FolderError(f"cannot write into --out {folder}: {err.strerror or err}") from None
+    try:
+        _lock(fd, f"{busy} {folder}; wait for it or use another --out")
+        if os.fstat(fd).st_size == 0:
+            os.write(fd, b"Written by forgetless; locked while a forgetless process writes into this folder.\n")
+        yield folder
+    finally:
+        os.close(fd)  # closing releases the lock; so does the process dying
+
+
+def _lock(fd: int, message: str) -> None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise FolderError(message) from None
 
 
 def is_finished(folder: Path) -> bool:
@@ -39,72 +126,67 @@ def finished_result(folder: Path) -> dict[str, Any] | None:
     if not is_finished(folder):
         return None
     try:
-        return json.loads((folder / "result.json").read_text())
-    except (OSError, ValueError, KeyError):
+        result = json.loads((folder / "result.json").read_text())
+    except (OSError, ValueError):
         return None
+    return result if isinstance(result, dict) else None
 
 
-def choose_strength(
-    config: RunConfig, make_bench: BenchmarkFactory, progress: Progress | None
-) -> tuple[StrengthSearch, SeedRun]:
-    """Search the method's grid with the first seed, scoring validation average accuracy.
-
-    Returns the search and the first seed's run at the chosen strength (not trained twice).
-    """
-    seed = config.seeds[0]
-    bench = make_bench(seed)
-    tried: dict[float, SeedRun] = {}
-
-    def score(strength: float) -> float:
-        tried[strength] = run_seed(dataclasses.replace(config, strength=strength), bench, seed, progress)
-        return float(tried[strength].valid_matrix[-1].mean())
-
-    search = search_strength(score, config.strength_grid or STRENGTH_GRIDS[config.method])
-    return search, tried[search.best]
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(finite(value)))
 
 
-def execute(
-    config: RunConfig, out: Path, make_bench: BenchmarkFactory, *, auto_strength: bool = False,
-    progress: Progress | None = None, data_source: str = "",
-) -> dict[str, Any]:
-    """Run every seed of ``config`` into ``out`` and write all files; returns the result."""
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / INCOMPLETE, "This run has not finished (or was interrupted): its results are partial.\n")
-    (out / "result.json").unlink(missing_ok=True)
-    write_json(out / "config.json", {"config": config.resolved(), "auto_strength": auto_strength, "versions": versions()})
-    start = time.perf_counter()
-    requested = config.resolved()
-    search = None
-    runs: list[SeedRun] = []
-    if auto_strength and config.method in STRENGTH_GRIDS:
-        search, first = choose_strength(config, make_bench, progress)
-        runs.append(first)
-        config = dataclasses.replace(config, strength=search.best)
-        write_json(out / "config.json", {"config": config.resolved(), "strength_search": search.as_dict(), "versions": versions()})
-    for seed in config.seeds[len(runs):]:
-        runs.append(run_seed(config, make_bench(seed), seed, progress))
-    bench = make_bench(config.seeds[0])
-    result = {
-        "config": config.resolved(),
-        "requested_config": requested | {"strength": "auto" if auto_strength else requested["strength"]},
-        "task_names": [t.name for t in bench.tasks],
-        "seeds": [r.as_dict() for r in runs],
-        "metrics": aggregate(runs),
-        "mean_accuracy_matrix": np.mean([r.accuracy_matrix for r in runs], axis=0).tolist(),
-        "std_accuracy_matrix": np.std([r.accuracy_matrix for r in runs], axis=0).tolist(),
-        "strength_search": search.as_dict() if search else None,
-        "selection": "hyperparameters chosen on validation data held out of the training sets; "
-                     "accuracies are on the test sets",
-        "data_source": data_source,
-        "versions": versions(),
-        "seconds": round(time.perf_counter() - start, 2),
-    }
-    write_outputs(out, result)
-    (out / INCOMPLETE).unlink()
-    return result
+def same_request(result: dict[str, Any], requested: dict[str, Any], fingerprint: str) -> bool:
+    """Whether a finished ``result`` answers ``requested`` on the data with ``fingerprint``: the
+    settings it was asked, and those it ran with (but what a search chose), are the requested ones."""
+    requested = _plain(requested)
+    ran = result.get("config") or {}
+    return (result.get("requested_config") == requested and result.get("data_fingerprint") == fingerprint
+            and all(ran.get(k) == v for k, v in requested.items() if v != "auto"))
+
+
+def reusable(folder: Path, requested: dict[str, Any], fingerprint: str, *, overwrite: bool = False) -> dict[str, Any] | None:
+    """The finished result in ``folder`` if it answers the same request; None if there is none to
+    reuse (or ``overwrite``); :class:`FolderError` if it holds a finished run of another config."""
+    done = finished_result(folder)
+    if done is None or overwrite:
+        return None
+    if same_request(done, requested, fingerprint):
+        return done
+    raise FolderError(f"{folder} holds a finished run of another config (or other data); pass --overwrite "
+                      "to replace it, or use another --out (nothing was overwritten)")
+
+
+def produce(
+    folder: Path, *, requested: dict[str, Any], data_source: str, fingerprint: str,
+    compute: Callable[[], dict[str, Any]], write: Callable[[Path, dict[str, Any]], None], overwrite: bool = False,
+) -> tuple[dict[str, Any], bool]:
+    """Reuse the finished run in ``folder`` that answers ``requested``, or run ``compute()`` and
+    ``write(folder, result)`` (which writes ``result.json`` last). Returns (result, reused)."""
+    with claimed(folder):
+        done = reusable(folder, requested, fingerprint, overwrite=overwrite)
+        if done is not None:
+            return done, True
+        write_atomic(folder / INCOMPLETE, "This run has not finished (or was interrupted): its results are partial.\n")
+        (folder / "result.json").unlink(missing_ok=True)
+        write_json(folder / "config.json", {"format": FORMAT, "config": requested, "data_source": data_source,
+                                             "data_fingerprint": fingerprint, "versions": versions()})
+        start = time.perf_counter()
+        try:
+            result = compute()
+            result |= {"requested_config": _plain(requested), "data_source": data_source,
+                       "data_fingerprint": fingerprint, "versions": versions(),
+                       "seconds": round(time.perf_counter() - start, 2)}
+            write(folder, result)
+        except KeyboardInterrupt:
+            raise Interrupted(f"nothing finished: {folder} keeps config.json and the {INCOMPLETE} marker, "
+                              "no result.json") from None
+        (folder / INCOMPLETE).unlink()
+        return result, False
 
 
 def write_outputs(out: Path, result: dict[str, Any]) -> None:
+    """A ``run``'s files: the plots, ``metrics.csv``, ``report.md``, then ``result.json``."""
     from .plots import accuracy_heatmap, save_figure, task_curves
     from .report import metrics_csv, run_report
 

@@ -83,9 +83,50 @@ def check_grid(grid: Sequence[float]) -> None:
         raise ValueError(f"strength_grid must list finite strengths >= 0, got {list(grid)}")
 
 
+class Search:
+    """A strength search in progress: which strengths to train first, and, as their validation
+    scores come in (in any order, e.g. from worker processes), which to train next.
+
+    Example:
+        >>> search = Search([1, 10, 100, 1000, 10000], local=True)
+        >>> search.first()
+        [10, 100, 1000]
+        >>> search.record(10, 0.5), search.record(1000, 0.8), search.record(100, 0.7)
+        ([], [], [10000])
+        >>> search.record(10000, 0.6), search.result().best
+        ([], 1000)
+    """
+
+    def __init__(self, grid: Sequence[float], *, local: bool = False) -> None:
+        if not grid:
+            raise ValueError("the strength grid is empty")
+        self.grid = tuple(sorted(grid))
+        self.local = local
+        self.scores: dict[float, float] = {}
+        self.started: set[float] = set()
+
+    def first(self) -> list[float]:
+        """The strengths to train before any score is known."""
+        todo = next_to_try(self.grid, {}) if self.local else list(self.grid)
+        self.started.update(todo)
+        return todo
+
+    def record(self, strength: float, score: float) -> list[float]:
+        """Note ``strength``'s score (NaN: diverged); returns the strengths to train next (often none)."""
+        self.scores[strength] = score
+        if not self.local or len(self.scores) < len(self.started):
+            return []
+        more = next_to_try(self.grid, self.scores)
+        self.started.update(more)
+        return more
+
+    def result(self) -> StrengthSearch:
+        return StrengthSearch(self.grid, tuple(self.scores.get(v) for v in self.grid))
+
+
 def search_strength(score: Callable[[float], float], grid: Sequence[float], *, local: bool = False) -> StrengthSearch:
     """Evaluate ``score(strength)`` (higher is better) on every value of ``grid``, or only where the
-    local search :func:`next_to_try` leads (``local=True``).
+    local search :func:`next_to_try` leads (``local=True``), one after another.
 
     A strength whose training diverges (:class:`TrainingError`, e.g. a NaN loss at a huge λ) scores
     NaN and is never chosen; the search goes on with the other values.
@@ -94,16 +135,11 @@ def search_strength(score: Callable[[float], float], grid: Sequence[float], *, l
         >>> search_strength(lambda s: -abs(s - 10), [1, 10, 100]).best
         10
     """
-    if not grid:
-        raise ValueError("the strength grid is empty")
-    values = tuple(sorted(grid))
-    scores: dict[float, float] = {}
-    todo = next_to_try(values, scores) if local else list(values)
+    search = Search(grid, local=local)
+    todo = search.first()
     while todo:
-        for strength in todo:
-            scores[strength] = score_or_nan(score, strength)
-        todo = next_to_try(values, scores) if local else []
-    return StrengthSearch(values, tuple(scores.get(v) for v in values))
+        todo = [more for strength in todo for more in search.record(strength, score_or_nan(score, strength))]
+    return search.result()
 
 
 def score_or_nan(score: Callable[[float], float], strength: float) -> float:

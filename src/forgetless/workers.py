@@ -1,25 +1,129 @@
-"""Run an object's methods as jobs, in this process or in spawned worker processes.
+"""Worker processes: THE place forgetless starts them, and stops them.
 
-``forgetless seed`` splits its work into independent jobs (task A, multi-task, each task-B run);
-:func:`job_runner` gives the same interface whether they run one after another here or side by side
-in worker processes, so both paths compute exactly the same things. Workers are spawned (fork with
-torch's thread pool can deadlock) and use one torch thread each; tensors sent to them travel
-through shared memory (torch's pickling), so the data is not copied per worker. Every worker counts
-its training steps into one shared counter, which :meth:`wait` turns into ``on_step`` calls here.
+:class:`WorkerPool` runs functions in spawned processes (fork with torch's thread pool can
+deadlock), one torch thread each. Whatever ends the main process's wait, the workers end with it:
+
+- Ctrl-C reaches the whole terminal process group, but workers ignore it: the main process decides,
+  and on any exception (KeyboardInterrupt included; the CLI turns SIGTERM into one) it terminates
+  the workers at once instead of waiting for them, so a second Ctrl-C has nothing to hang on;
+- a worker whose parent dies (even by SIGKILL) is killed by the kernel (Linux ``PR_SET_PDEATHSIG``).
+
+:func:`job_runner` runs an object's methods as jobs, here or in workers, behind one interface,
+so both paths compute exactly the same things: ``forgetless seed`` splits its work this way. Tensors
+sent to workers travel through shared memory (torch's pickling), not copied per worker.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
-import torch
-
 Factory = Callable[..., Any]  # factory(*args, on_step=...) -> the object whose methods are the jobs
 
-_target: Any = None  # in a worker: the object built by _start_worker
+_counter: Any = None  # in a worker: the shared count of training steps
+_target: Any = None   # in a worker: the object built by _build_target
+
+
+class WorkerPool:
+    """``workers`` spawned processes; ``initializer(*initargs)`` runs once in each."""
+
+    def __init__(self, workers: int, *, initializer: Callable[..., None] | None = None, initargs: tuple = (),
+                 on_step: Callable[[], None] | None = None) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        context = multiprocessing.get_context("spawn")
+        self.counter = context.Value("q", 0)
+        self.reported = 0
+        self.on_step = on_step
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
+                                        initargs=(os.getpid(), self.counter, initializer, initargs))
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        return self.pool.submit(fn, *args)
+
+    def wait(self, futures: Iterable[Future]) -> set[Future]:
+        """Block until at least one of ``futures`` is done, reporting progress meanwhile."""
+        pending = set(futures)
+        while True:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            self._report()
+            if done or not pending:
+                return done
+
+    def wait_all(self, futures: Iterable[Future]) -> None:
+        pending = set(futures)
+        while pending:
+            pending -= self.wait(pending)
+
+    def _report(self) -> None:
+        if self.on_step is not None:
+            now = self.counter.value
+            for _ in range(now - self.reported):
+                self.on_step()
+            self.reported = now
+
+    def close(self, *, abort: bool = False) -> None:
+        """Wait for the jobs (``abort=False``) or stop every worker now (``abort=True``)."""
+        if not abort:
+            self.pool.shutdown(wait=True)
+            self._report()
+            return
+        processes = list((self.pool._processes or {}).values())  # noqa: SLF001 - the pool exposes no other handle
+        main = threading.current_thread() is threading.main_thread()
+        # stopping takes a moment: a second Ctrl-C meanwhile must not leave it half done
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            for process in processes:
+                process.terminate()
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.join(timeout=2)
+                if process.is_alive():
+                    process.kill()
+                    process.join(timeout=2)
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        self.close(abort=kind is not None)
+
+
+def _start_worker(parent: int, counter: Any, initializer: Callable[..., None] | None, initargs: tuple) -> None:
+    global _counter
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    _die_with_parent(parent)
+    torch.set_num_threads(1)  # the workers share the cores; more threads per worker only contend
+    _counter = counter
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel to kill this process when its parent dies (Linux); elsewhere a no-op."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux (or no libc found)
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def tick() -> None:
+    """In a worker: count one training step for the main process's progress bar."""
+    with _counter.get_lock():
+        _counter.value += 1
 
 
 class InProcess:
@@ -44,56 +148,36 @@ class InProcess:
 
 
 class Spawned:
-    """Jobs run in ``workers`` spawned processes, each holding its own ``factory(*args)``."""
+    """Jobs run in a :class:`WorkerPool`, each worker holding its own ``factory(*args)``."""
 
-    def __init__(self, factory: Factory, args: tuple, on_step: Callable[[], None] | None, workers: int):
-        context = multiprocessing.get_context("spawn")
-        self.counter = context.Value("q", 0)
-        self.reported = 0
-        self.on_step = on_step
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
-                                        initargs=(factory, args, self.counter))
+    def __init__(self, pool: WorkerPool):
+        self.pool = pool
+        self.wait, self.wait_all = pool.wait, pool.wait_all
 
     def submit(self, method: str, *args: Any) -> Future:
-        return self.pool.submit(_call, method, *args)
-
-    def wait(self, futures: Iterable[Future]) -> set[Future]:
-        """Block until at least one of ``futures`` is done, reporting progress meanwhile."""
-        pending = set(futures)
-        while True:
-            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            self._report()
-            if done or not pending:
-                return done
-
-    def wait_all(self, futures: Iterable[Future]) -> None:
-        pending = set(futures)
-        while pending:
-            pending -= self.wait(pending)
-
-    def _report(self) -> None:
-        if self.on_step is not None:
-            now = self.counter.value
-            for _ in range(now - self.reported):
-                self.on_step()
-            self.reported = now
+        return self.pool.submit(_call_target, method, *args)
 
 
 @contextmanager
 def job_runner(factory: Factory, args: tuple, *, workers: int = 1,
                on_step: Callable[[], None] | None = None) -> Iterator[InProcess | Spawned]:
-    """``InProcess`` for ``workers == 1``, else ``Spawned`` (shut down on exit, queued jobs cancelled)."""
+    """``InProcess`` for ``workers == 1``, else ``Spawned`` (workers stopped on exit)."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if workers == 1:
         yield InProcess(factory, args, on_step)
         return
-    runner = Spawned(factory, args, on_step, workers)
-    try:
-        yield runner
-        runner._report()
-    finally:
-        runner.pool.shutdown(wait=True, cancel_futures=True)
+    with WorkerPool(workers, initializer=_build_target, initargs=(factory, args), on_step=on_step) as pool:
+        yield Spawned(pool)
+
+
+def _build_target(factory: Factory, args: tuple) -> None:
+    global _target
+    _target = factory(*args, on_step=tick)
+
+
+def _call_target(method: str, *args: Any) -> Any:
+    return getattr(_target, method)(*args)
 
 
 def shared_memory_free() -> int | None:
@@ -115,18 +199,3 @@ def available_cpus(at_most: int) -> int:
     except AttributeError:  # not Linux
         count = os.cpu_count() or 1
     return max(1, min(at_most, count))
-
-
-def _start_worker(factory: Factory, args: tuple, counter: Any) -> None:
-    global _target
-    torch.set_num_threads(1)  # the workers share the cores; more threads per worker only contend
-
-    def tick() -> None:
-        with counter.get_lock():
-            counter.value += 1
-
-    _target = factory(*args, on_step=tick)
-
-
-def _call(method: str, *args: Any) -> Any:
-    return getattr(_target, method)(*args)

@@ -1,9 +1,19 @@
 """Continual-learning benchmarks as plain data: a list of tasks with tensors."""
 from .base import Benchmark, Split, Task
 from .permuted import permuted_mnist, pixel_permutations
-from .registry import BENCHMARKS, benchmark_options, make_benchmark, required_dataset, supported_scenarios
+from .post_split import post_split
+from .registry import (
+    BENCHMARKS,
+    benchmark_options,
+    data_fingerprint,
+    load_data,
+    make_benchmark,
+    make_model,
+    model_option_specs,
+    required_dataset,
+    supported_scenarios,
+)
 from .scenarios import SCENARIOS, SelectOutputs, eval_output_transform, task_output_transform
-from .seed_split import seed_split
 from .split import split_fashion, split_mnist
 
 __all__ = [
@@ -14,12 +24,16 @@ __all__ = [
     "Split",
     "Task",
     "benchmark_options",
+    "data_fingerprint",
     "eval_output_transform",
+    "load_data",
     "make_benchmark",
+    "make_model",
+    "model_option_specs",
     "permuted_mnist",
     "pixel_permutations",
+    "post_split",
     "required_dataset",
-    "seed_split",
     "split_fashion",
     "split_mnist",
     "supported_scenarios",

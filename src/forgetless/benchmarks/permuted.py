@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from ..data import ImageData
+from ..memory import check_fits
 from .base import Benchmark, Split, Task, split_train_valid
 from .scenarios import check_scenario, n_outputs, target_offset, task_outputs
 from .split import labels_tensor
@@ -75,6 +76,11 @@ def permuted_mnist(
 ) -> Benchmark:
     """``n_tasks`` tasks, each all ten digits under a fixed pixel permutation (see module docstring).
 
+    Args:
+        n_tasks: the number of tasks (permutations).
+        valid_fraction: the share of the training images held out for validation (seeded).
+        permute_first: permute the first task's pixels too (default: task 1 is plain MNIST).
+
     Example:
         >>> import numpy as np
         >>> from forgetless.data import ImageData
@@ -100,6 +106,7 @@ def permuted_mnist(
     train_rows, valid_rows = rows.x.numpy(), held_out.x.numpy()
 
     n_bytes = 4 * N_PIXELS * n_tasks * (len(train_labels) + len(test_labels))
+    check_fits(n_bytes, f"permuted-mnist with {n_tasks} tasks (its float32 inputs)")
     LOG.info("permuted-mnist: building %d tasks, %.2f GB of float32 inputs", n_tasks, n_bytes / 1e9)
     tasks = []
     for t, perm in enumerate(perms):

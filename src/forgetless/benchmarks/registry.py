@@ -1,75 +1,68 @@
 """The benchmarks by their command-line names: an explicit dict, no scanning, no import magic.
 
-Every builder has the signature ``build(data, *, scenario, seed, **options) -> Benchmark``.
+Each entry says how to build the benchmark, from which data set, with which model, in which
+scenarios. Its options are read from the signatures: the builder's keyword parameters
+(``build(data, *, scenario, seed, **options) -> Benchmark``) and the model factory's
+(``model(bench, **options) -> nn.Module``). This module is also THE place data is loaded and
+identified for a benchmark (:func:`load_data`, :func:`data_fingerprint`).
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import inspect
+import os
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..data import ImageData
+import numpy as np
+from torch import nn
+
+from ..data import DataError, load_fashion_mnist, load_mnist
+from ..models import image_mlp
+from ..options import Option, keyword_options
 from .base import Benchmark
 from .permuted import permuted_mnist
+from .post_split import post_split
 from .scenarios import SCENARIOS, check_scenario
-from .seed_split import seed_split
 from .split import split_fashion, split_mnist
 
 
-def seed_split_benchmark(data: ImageData, *, scenario: str, seed: int = 0, valid_fraction: float = 0.1) -> Benchmark:
-    """:func:`~forgetless.benchmarks.seed_split.seed_split` behind the common signature.
+@dataclass(frozen=True)
+class Entry:
+    """A benchmark: its builder, the data set it is built from, its model factory and scenarios."""
 
-    Raises:
-        ValueError: ``scenario`` is not ``"domain"`` — the only one this benchmark has.
-    """
-    check_scenario(scenario)
-    if scenario != "domain":
-        raise ValueError(
-            f"seed-split has only the domain scenario, not {scenario!r}: its two tasks (even digits, "
-            "odd digits) share one 5-way head by definition (label = digit // 2, the seed post's "
-            "protocol); for task- or class-incremental learning use split-mnist"
-        )
-    return seed_split(data, seed=seed, valid_fraction=valid_fraction)
+    build: Callable[..., Benchmark]
+    dataset: str                                   # a key of DATASETS
+    model: Callable[..., nn.Module] = image_mlp
+    scenarios: tuple[str, ...] = SCENARIOS         # the builder refuses the others, saying why
 
 
-BENCHMARKS: dict[str, Callable[..., Benchmark]] = {
-    "seed-split": seed_split_benchmark,
-    "split-mnist": split_mnist,
-    "permuted-mnist": permuted_mnist,
-    "split-fashion": split_fashion,
-}
+# Data set name -> loader(data_dir, download=...); the name also keys data fingerprints.
+DATASETS: dict[str, Callable[..., Any]] = {"mnist": load_mnist, "fashion": load_fashion_mnist}
 
-# Which data set each benchmark is built from, so the CLI loads the right one.
-DATASETS: dict[str, str] = {
-    "seed-split": "mnist",
-    "split-mnist": "mnist",
-    "permuted-mnist": "mnist",
-    "split-fashion": "fashion",
-}
-
-# What each builder accepts (for --help and choices); the builders themselves enforce it, with the
-# reason, and a test checks the two agree.
-SUPPORTED_SCENARIOS: dict[str, tuple[str, ...]] = {
-    "seed-split": ("domain",),
-    "split-mnist": SCENARIOS,
-    "permuted-mnist": SCENARIOS,
-    "split-fashion": SCENARIOS,
+BENCHMARKS: dict[str, Entry] = {
+    "seed-split": Entry(post_split, "mnist", scenarios=("domain",)),
+    "split-mnist": Entry(split_mnist, "mnist"),
+    "permuted-mnist": Entry(permuted_mnist, "mnist"),
+    "split-fashion": Entry(split_fashion, "fashion"),
 }
 
 
-def _check_name(name: str) -> str:
+def entry(name: str) -> Entry:
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; valid benchmarks: {', '.join(BENCHMARKS)}")
-    return name
+    return BENCHMARKS[name]
 
 
 def required_dataset(name: str) -> str:
-    """``"mnist"`` or ``"fashion"``: the data set benchmark ``name`` is built from.
+    """The data set benchmark ``name`` is built from.
 
     Example:
         >>> required_dataset("split-fashion"), required_dataset("permuted-mnist")
         ('fashion', 'mnist')
     """
-    return DATASETS[_check_name(name)]
+    return entry(name).dataset
 
 
 def supported_scenarios(name: str) -> tuple[str, ...]:
@@ -79,27 +72,42 @@ def supported_scenarios(name: str) -> tuple[str, ...]:
         >>> supported_scenarios("seed-split"), supported_scenarios("split-mnist")
         (('domain',), ('task', 'domain', 'class'))
     """
-    return SUPPORTED_SCENARIOS[_check_name(name)]
+    return entry(name).scenarios
+
+
+def benchmark_option_specs(name: str) -> dict[str, Option]:
+    """The builder's options (beyond ``scenario`` and ``seed``), read from its signature."""
+    return keyword_options(entry(name).build, skip=("scenario", "seed"))
 
 
 def benchmark_options(name: str) -> dict[str, Any]:
     """The options of benchmark ``name`` beyond ``scenario`` and ``seed``, with their defaults.
 
-    Read from the builder's signature, so it cannot drift from the code.
-
     Example:
         >>> benchmark_options("permuted-mnist")
         {'n_tasks': 10, 'valid_fraction': 0.1, 'permute_first': False}
     """
-    parameters = inspect.signature(BENCHMARKS[_check_name(name)]).parameters.values()
-    return {
-        p.name: p.default
-        for p in parameters
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("scenario", "seed")
-    }
+    return {k: o.default for k, o in benchmark_option_specs(name).items()}
 
 
-def make_benchmark(name: str, data: ImageData, *, scenario: str, seed: int = 0, **options: Any) -> Benchmark:
+def model_option_specs(name: str) -> dict[str, Option]:
+    """The options of benchmark ``name``'s model factory, read from its signature.
+
+    Example:
+        >>> sorted(model_option_specs("split-mnist"))
+        ['dropout', 'hidden']
+    """
+    return keyword_options(entry(name).model)
+
+
+def _refuse_unknown(what: str, given: dict[str, Any], valid: dict[str, Any]) -> None:
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown option{'s' if len(unknown) > 1 else ''} for {what}: {', '.join(unknown)}; "
+                         f"valid options: {', '.join(valid) or '(none)'}")
+
+
+def make_benchmark(name: str, data: Any, *, scenario: str, seed: int = 0, **options: Any) -> Benchmark:
     """Build benchmark ``name`` from ``data`` in ``scenario``.
 
     Raises:
@@ -119,14 +127,50 @@ def make_benchmark(name: str, data: ImageData, *, scenario: str, seed: int = 0, 
         ...
         ValueError: unknown option for split-mnist: n_tasks; valid options: valid_fraction
     """
-    _check_name(name)
+    build = entry(name).build
     check_scenario(scenario)
-    valid = benchmark_options(name)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(
-            f"unknown option{'s' if len(unknown) > 1 else ''} for {name}: {', '.join(unknown)}; "
-            f"valid options: {', '.join(valid) or '(none)'}"
-        )
-    # A builder refuses the scenarios it does not have itself, saying why (see seed_split_benchmark).
-    return BENCHMARKS[name](data, scenario=scenario, seed=seed, **options)
+    _refuse_unknown(name, options, benchmark_options(name))
+    return build(data, scenario=scenario, seed=seed, **options)
+
+
+def make_model(name: str, bench: Benchmark, **options: Any) -> nn.Module:
+    """The network benchmark ``name`` trains, from its model factory (untrained; seed the caller's RNG)."""
+    factory = entry(name).model
+    _refuse_unknown(f"{name}'s model", options, model_option_specs(name))
+    return factory(bench, **options)
+
+
+def load_data(name: str, data_dir: str | os.PathLike[str] | None = None, *, download: bool = False) -> Any:
+    """The data benchmark ``name`` is built from: THE place the command line loads data.
+
+    Raises:
+        DataError: the data cannot be found or read (one line saying how to fix it), or
+            ``download`` for a data set that cannot be downloaded.
+    """
+    dataset = required_dataset(name)
+    loader = DATASETS[dataset]
+    if "download" in inspect.signature(loader).parameters:
+        return loader(data_dir, download=download)
+    if download:
+        raise DataError(f"--download: {name}'s data ({dataset}) cannot be downloaded; give --data-dir")
+    return loader(data_dir)
+
+
+def data_fingerprint(data: Any) -> str:
+    """A short sha256 of every array of ``data`` (a dataclass): the same data gives the same value.
+
+    Example:
+        >>> from forgetless.data import ImageData
+        >>> imgs = np.zeros((4, 28, 28), np.uint8); labels = np.arange(4)
+        >>> a = data_fingerprint(ImageData(imgs, labels, imgs, labels, "toy"))
+        >>> a == data_fingerprint(ImageData(imgs.copy(), labels, imgs, labels, "elsewhere")), len(a)
+        (True, 16)
+    """
+    h = hashlib.sha256()
+    for f in dataclasses.fields(data):
+        value = getattr(data, f.name)
+        if isinstance(value, np.ndarray):
+            a = np.ascontiguousarray(value)
+            h.update(f"{f.name}{a.dtype}{a.shape}".encode())
+            h.update(a.data)
+    return h.hexdigest()[:16]

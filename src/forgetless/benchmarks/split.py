@@ -63,6 +63,9 @@ def split_benchmark(
 def split_mnist(data: ImageData, *, scenario: str, seed: int = 0, valid_fraction: float = 0.1) -> Benchmark:
     """Split MNIST (van de Ven et al. 2019): digits 0/1, 2/3, 4/5, 6/7, 8/9.
 
+    Args:
+        valid_fraction: the share of each task's training images held out for validation (seeded).
+
     Example:
         >>> import numpy as np
         >>> from forgetless.data import ImageData
@@ -77,6 +80,9 @@ def split_mnist(data: ImageData, *, scenario: str, seed: int = 0, valid_fraction
 
 def split_fashion(data: ImageData, *, scenario: str, seed: int = 0, valid_fraction: float = 0.1) -> Benchmark:
     """Split Fashion-MNIST: the same construction as :func:`split_mnist` on Fashion-MNIST.
+
+    Args:
+        valid_fraction: the share of each task's training images held out for validation (seeded).
 
     Example:
         >>> import numpy as np

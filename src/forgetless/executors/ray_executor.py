@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Iterator, Sequence
 
+from . import ExecutorError
+
 log = logging.getLogger("forgetless.sweep")
 
 
@@ -28,14 +30,12 @@ def run_ray(fn: Callable[..., Any], jobs: Sequence[tuple], *, workers: int | Non
 
     ``workers`` caps the tasks in flight (default: as many as the cluster schedules).
     """
-    from ..sweep import SweepError
-
     if not jobs:
         return
     try:
         import ray
     except ImportError:
-        raise SweepError("--executor ray needs Ray: pip install 'forgetless[ray]'") from None
+        raise ExecutorError("--executor ray needs Ray: pip install 'forgetless[ray]'") from None
     started = False
     if ray.is_initialized():
         if address:
@@ -47,7 +47,7 @@ def run_ray(fn: Callable[..., Any], jobs: Sequence[tuple], *, workers: int | Non
             else:
                 ray.init(num_cpus=workers, include_dashboard=False)
         except Exception as err:  # e.g. no cluster at that address: one line, not Ray's traceback
-            raise SweepError(f"could not start or reach Ray{f' at {address}' if address else ''}: {err}") from None
+            raise ExecutorError(f"could not start or reach Ray{f' at {address}' if address else ''}: {err}") from None
         started = True
     # max_retries re-runs a task whose worker died (the run folder is simply rewritten);
     # an exception raised by the run itself is not retried: it is reported.

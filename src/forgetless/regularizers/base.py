@@ -14,7 +14,7 @@ it can be saved with safetensors or ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -46,9 +46,21 @@ class Regularizer:
     Subclasses set ``name``, implement ``penalty`` and ``consolidate``, and list their tensor
     state in ``_state_keys`` (attribute names holding ``dict[str, Tensor]``) and
     ``_scalar_keys`` (attribute names holding ``Tensor`` scalars).
+
+    A method's facts live on its class, and the runner (``forgetless run``, configs, sweeps) reads
+    them from there: ``name`` (its command-line name), ``strength_grid``, ``choices``, ``variants``,
+    and the constructor: ``strength`` first, its default the method's default strength; every
+    other keyword parameter with a default is a hyperparameter (a config key and a flag, its help
+    taken from the class docstring's ``Args:``), except ``seed``, which receives the run's seed.
     """
 
     name: ClassVar[str] = "base"
+    # The log-spaced strengths `--strength auto` tries (λ, or c for SI), on the method's own scale.
+    strength_grid: ClassVar[tuple[float, ...]] = ()
+    # Allowed values of constructor options that take a name, e.g. {"estimator": ESTIMATORS}.
+    choices: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    # More command-line methods made of this class with some options fixed, e.g. {"ewc-kfac": {"structure": "kfac"}}.
+    variants: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     _state_keys: ClassVar[tuple[str, ...]] = ()
     _scalar_keys: ClassVar[tuple[str, ...]] = ()
 

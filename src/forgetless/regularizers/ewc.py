@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from ..quadratic import merge_quadratic, quadratic_penalty
 from .base import Batches, OutputTransform, Regularizer, check_strength, snapshot, trainable_parameters
-from .task_fisher import check_fisher_options, task_fisher
+from .task_fisher import FISHER_CHOICES, check_fisher_options, task_fisher
 
 
 class EWC(Regularizer):
@@ -44,6 +44,8 @@ class EWC(Regularizer):
     """
 
     name = "ewc"
+    strength_grid = tuple(10.0**k for k in range(0, 9))
+    choices = FISHER_CHOICES
     _state_keys = ("importance", "anchor")
     _scalar_keys = ("constant",)
 

@@ -32,6 +32,7 @@ class L2(Regularizer):
     """
 
     name = "l2"
+    strength_grid = tuple(10.0**k for k in range(-3, 4))
     _state_keys = ("anchor",)
 
     def __init__(self, strength: float = 1.0) -> None:

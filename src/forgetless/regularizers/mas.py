@@ -48,6 +48,7 @@ class MAS(Regularizer):
     """
 
     name = "mas"
+    strength_grid = tuple(10.0**k for k in range(-2, 5))
     _state_keys = ("importance", "anchor")
 
     def __init__(self, strength: float = 1.0, *, importance_samples: int | None = None) -> None:

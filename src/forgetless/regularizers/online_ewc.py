@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ..quadratic import quadratic_penalty
 from .base import Batches, OutputTransform, Regularizer, check_strength, snapshot, trainable_parameters
-from .task_fisher import check_fisher_options, task_fisher
+from .task_fisher import FISHER_CHOICES, check_fisher_options, task_fisher
 
 
 class OnlineEWC(Regularizer):
@@ -52,6 +52,8 @@ class OnlineEWC(Regularizer):
     """
 
     name = "online-ewc"
+    strength_grid = tuple(10.0**k for k in range(0, 9))
+    choices = FISHER_CHOICES
     _state_keys = ("importance", "anchor")
 
     def __init__(

@@ -63,6 +63,7 @@ class SI(Regularizer):
     """
 
     name = "si"
+    strength_grid = tuple(10.0**k for k in range(-2, 5))
     _state_keys = ("importance", "anchor", "path", "start", "previous")
 
     def __init__(self, strength: float = 1.0, *, damping: float = 0.1) -> None:

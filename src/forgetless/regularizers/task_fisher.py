@@ -7,6 +7,9 @@ from torch import Tensor, nn
 from ..fisher import ESTIMATORS, fisher_diagonal
 from .base import Batches, OutputTransform
 
+# The Fisher's estimator is named: its allowed values, as a class fact of the methods that use one.
+FISHER_CHOICES = {"estimator": ESTIMATORS}
+
 
 def check_fisher_options(estimator: str, fisher_samples: int | None) -> None:
     if estimator not in ESTIMATORS:

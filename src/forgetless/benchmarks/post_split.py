@@ -1,6 +1,7 @@
-"""The seed post's split: task A = even digits, task B = odd digits, label = digit // 2.
+"""The blog post's split: task A = even digits, task B = odd digits, label = digit // 2.
 
-Both tasks share one 5-way head (domain-incremental: same outputs, new inputs).
+Both tasks share one 5-way head (domain-incremental: same outputs, new inputs). Its command-line
+name is ``seed-split`` (the post the project grew from).
 """
 from __future__ import annotations
 
@@ -8,21 +9,35 @@ import torch
 
 from ..data import ImageData
 from .base import Benchmark, Split, Task, select, split_train_valid, to_inputs
+from .scenarios import check_scenario
 
 
-def seed_split(data: ImageData, *, seed: int = 0, valid_fraction: float = 0.1) -> Benchmark:
+def post_split(data: ImageData, *, scenario: str = "domain", seed: int = 0, valid_fraction: float = 0.1) -> Benchmark:
     """Build the two tasks from MNIST; the validation split is held out of each task's training data.
+
+    Args:
+        valid_fraction: the share of each task's training images held out for validation (seeded).
+
+    Raises:
+        ValueError: ``scenario`` is not ``"domain"`` — the only one this benchmark has.
 
     Example:
         >>> import numpy as np
         >>> from forgetless.data import ImageData
         >>> imgs = np.zeros((20, 28, 28), np.uint8); labels = np.arange(20) % 10
-        >>> bench = seed_split(ImageData(imgs, labels, imgs, labels, "toy"))
+        >>> bench = post_split(ImageData(imgs, labels, imgs, labels, "toy"))
         >>> [(t.name, t.classes) for t in bench.tasks]
         [('A', (0, 2, 4, 6, 8)), ('B', (1, 3, 5, 7, 9))]
         >>> bench.tasks[1].test.y.tolist()[:5]
         [0, 1, 2, 3, 4]
     """
+    check_scenario(scenario)
+    if scenario != "domain":
+        raise ValueError(
+            f"seed-split has only the domain scenario, not {scenario!r}: its two tasks (even digits, "
+            "odd digits) share one 5-way head by definition (label = digit // 2, the post's "
+            "protocol); for task- or class-incremental learning use split-mnist"
+        )
     generator = torch.Generator().manual_seed(seed)
     train_x, train_digits = to_inputs(data.train_images), torch.as_tensor(data.train_labels, dtype=torch.long)
     test_x, test_digits = to_inputs(data.test_images), torch.as_tensor(data.test_labels, dtype=torch.long)

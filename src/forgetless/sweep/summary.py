@@ -1,0 +1,125 @@
+"""A sweep's results → one row per config but the seed: table, report, plot, files."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+from .. import metrics
+from ..stats import over_seeds, undefined
+from .plan import Plan
+from .spec import HEAD, SweepSpec, show
+
+DEFINITIONS = {
+    "average_accuracy": "mean over tasks of R[T-1, k]: every task after the last one",
+    "old_tasks_accuracy": "mean over k < T-1 of R[T-1, k]: the earlier tasks after the last one (stability)",
+    "newest_task_accuracy": "R[T-1, T-1]: the last task just after learning it (plasticity)",
+}
+
+
+def summarize(plan: Plan, results: Mapping[str, dict[str, Any]], spec: SweepSpec) -> dict[str, Any]:
+    """One row per config-but-the-seed: its three accuracies over its finished seeds (mean, std, sem)."""
+    from ..runs import versions
+
+    extra = [k for k in spec.grid if k not in HEAD and k != "strength"]
+    groups: dict[str, dict[str, Any]] = {}
+    points = []
+    for p in plan.points:
+        resolved = p.config.resolved()
+        result = results.get(p.name)
+        points.append({"name": p.name, "label": p.label, "config": resolved,
+                       "status": "finished" if result else "missing"})
+        key = json.dumps({k: v for k, v in resolved.items() if k != "seeds"}, sort_keys=True)
+        row = groups.setdefault(key, {
+            "benchmark": resolved["benchmark"], "scenario": resolved["scenario"], "method": resolved["method"],
+            "strength": resolved["strength"], "settings": {k: resolved.get(k) for k in extra},
+            "seeds": [], "runs": [], "missing_seeds": [], "per_seed": []})
+        if result is None:
+            row["missing_seeds"].append(p.config.seeds[0])
+            continue
+        row["seeds"].append(p.config.seeds[0])
+        row["runs"].append(p.name)
+        R = result["seeds"][0]["accuracy_matrix"]
+        row["per_seed"].append({name: getattr(metrics, name)(R) for name in DEFINITIONS})
+    rows = []
+    for row in groups.values():
+        per_seed = row.pop("per_seed")
+        for name in DEFINITIONS:
+            row[name] = over_seeds([m[name] for m in per_seed]) if per_seed else undefined()
+        rows.append(row)
+    return {"description": spec.description, "spec": spec.as_dict(), "data": plan.data, "extra_axes": extra,
+            "definitions": DEFINITIONS, "rows": rows, "points": points,
+            "missing": [p["name"] for p in points if p["status"] == "missing"],
+            "std": "std: sample standard deviation, ddof=1; 0 with one seed; sem = std / sqrt(n)",
+            "versions": versions()}
+
+
+def sweep_table(summary: dict[str, Any]) -> str:
+    """The markdown table of :func:`summarize`'s rows."""
+    from ..report import pm
+
+    extra = summary["extra_axes"]
+    head = ["benchmark", "scenario", "method", "strength", *extra, "seeds",
+            "average accuracy", "old tasks (stability)", "newest task (plasticity)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in summary["rows"]:
+        strength = "–" if r["strength"] is None else f"{r['strength']:g}"
+        seeds = ",".join(map(str, r["seeds"])) or "none"
+        if r["missing_seeds"]:
+            seeds += f" (missing {','.join(map(str, r['missing_seeds']))})"
+        settings = ["–" if r["settings"][k] is None else show(r["settings"][k]) for k in extra]
+        cells = [r["benchmark"], r["scenario"], r["method"], strength, *settings,
+                 seeds, pm(r["average_accuracy"]), pm(r["old_tasks_accuracy"]), pm(r["newest_task_accuracy"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def sweep_report(summary: dict[str, Any]) -> str:
+    lines = ["# forgetless sweep", ""]
+    if summary["description"]:
+        lines += [summary["description"], ""]
+    lines += [sweep_table(summary), "",
+              f"Test accuracies after the last task, mean ± std over seeds ({summary['std']}). "
+              "R[t, k] = test accuracy on task k after training task t; T tasks:"]
+    lines += [f"- {name.replace('_', ' ')}: {text}" for name, text in summary["definitions"].items()]
+    lines += ["", "Data: " + "; ".join(f"{k}: {v['source']} (fingerprint {v['fingerprint']})"
+                                      for k, v in summary["data"].items()) + "."]
+    if summary["missing"]:
+        lines += ["", f"**{len(summary['missing'])} of {len(summary['points'])} runs are missing** "
+                      "(failed or not run): run the same command again to finish them."]
+    lines += ["", "![stability–plasticity](stability_plasticity.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_points(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows as points for :func:`forgetless.plots.stability_plasticity`."""
+    combos = {(r["benchmark"], r["scenario"]) for r in summary["rows"]}
+    out = []
+    for r in summary["rows"]:
+        old, new = r["old_tasks_accuracy"], r["newest_task_accuracy"]
+        if not r["seeds"] or math.isnan(old["mean"]):
+            continue  # no finished seed, or a single task: no old tasks
+        settings = [f"{k}={show(v)}" for k, v in r["settings"].items() if v is not None]
+        point = {"curve": ", ".join([r["method"], *settings]), "strength": r["strength"],
+                 "plasticity": (new["mean"], new["std"]), "stability": (old["mean"], old["std"])}
+        if len(combos) > 1:
+            point["panel"] = f"{r['benchmark']} ({r['scenario']}-incremental)"
+        out.append(point)
+    return out
+
+
+def write_summary(out: Path, summary: dict[str, Any]) -> None:
+    """``sweep.json``, ``sweep.md`` and ``stability_plasticity.png`` (each written atomically)."""
+    from ..files import write_atomic, write_json
+
+    points = plot_points(summary)
+    if points:
+        from ..plots import save_figure, stability_plasticity
+
+        combos = sorted({(r["benchmark"], r["scenario"]) for r in summary["rows"]})
+        title = (f"{combos[0][0]} ({combos[0][1]}-incremental): " if len(combos) == 1 else "") + \
+            "stability vs plasticity, labels = strength"
+        save_figure(stability_plasticity(points, title), out / "stability_plasticity.png", dpi=110)
+    write_atomic(out / "sweep.md", sweep_report(summary))
+    write_json(out / "sweep.json", summary)
