@@ -302,7 +302,8 @@ def run_post(config: PostConfig, bench: Benchmark, on_step: Callable[[], None] |
                 if done in task_a:  # each row's task B starts as soon as its task A is done
                     for p in groups[task_a[done]]:
                         after[p.name] = done.result()
-                        start(p.name, first_strengths(config, p), after[p.name])
+                        first = searches[p.name].first() if p.name in searches else first_strengths(config, p)
+                        start(p.name, first, after[p.name])
                 elif done in tried:  # a search's run: once all started are scored, a local search may ask for more
                     name, strength = tried[done]
                     more = searches[name].record(strength, score_or_nan(lambda s: score(name, s), strength))
