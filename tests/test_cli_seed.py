@@ -152,11 +152,11 @@ def test_post_protocol_trains_ewc_task_a_on_its_own_schedule(data_dir, tmp_path)
 
 
 def test_seed_runs_in_one_process_when_shared_memory_is_too_small(data_dir, tmp_path, monkeypatch, caplog):
-    import forgetless.post
+    import forgetless.workers
 
-    monkeypatch.setattr(forgetless.post, "shared_memory_free", lambda: 1 << 20)  # Docker's default is 64 MB
+    monkeypatch.setattr(forgetless.workers, "shared_memory_free", lambda: 1 << 20)  # Docker's default is 64 MB
     out = tmp_path / "small-shm"
-    with caplog.at_level("WARNING", logger="forgetless.post"):
+    with caplog.at_level("WARNING", logger="forgetless.workers"):
         assert main(["seed", "--data-dir", str(data_dir), "--epochs", "1", "--strength", "50", "--workers", "2",
                      "--out", str(out)]) == 0
     assert json.loads((out / "result.json").read_text())["workers"] == 1

@@ -19,7 +19,6 @@ a run folder of :mod:`forgetless.runs`.
 """
 from __future__ import annotations
 
-import logging
 import math
 import time
 from concurrent.futures import Future
@@ -35,9 +34,7 @@ from .methods import METHODS
 from .regularizers import Regularizer
 from .strength import Search, check_grid, score_or_nan
 from .training import accuracy, adam, train_task
-from .workers import job_runner, shared_memory_free
-
-log = logging.getLogger(__name__)
+from .workers import job_runner, workers_that_fit
 
 PROTOCOLS = ("fair", "post")
 SEARCHES = ("local", "grid")
@@ -118,11 +115,8 @@ class PostConfig:
 
 
 def _check_strength(name: str, value: float | str, searched: bool) -> None:
-    if isinstance(value, str):
-        if value != "auto" or not searched:
-            raise ValueError(f"{name} must be a number >= 0{' or auto' if searched else ''}, got {value!r}")
-    elif not (0 <= value < math.inf):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    if (isinstance(value, str) and (value != "auto" or not searched)) or (not isinstance(value, str) and not 0 <= value < math.inf):
+        raise ValueError(f"{name} must be a finite number >= 0{' or auto' if searched else ''}, got {value!r}")
 
 
 def method_options(config: PostConfig, procedure: Procedure) -> dict[str, Any]:
@@ -246,19 +240,6 @@ def _key(schedule: Schedule) -> tuple[int, float]:
     return schedule.epochs_a, schedule.dropout
 
 
-def _workers_that_fit(workers: int, bench: Benchmark) -> int:
-    """``workers``, or 1 when the data would not fit in the shared memory it is sent to workers through."""
-    if workers == 1:
-        return 1
-    need = sum(t.nbytes for task in bench.tasks for split in (task.train, task.valid, task.test) for t in (split.x, split.y))
-    free = shared_memory_free()
-    if free is not None and free < need + (64 << 20):
-        log.warning("only %d MB of shared memory free (/dev/shm), the data needs %d MB: running in one process "
-                    "(with Docker, --shm-size=1g lifts this)", free >> 20, need >> 20)
-        return 1
-    return workers
-
-
 def run_post(config: PostConfig, bench: Benchmark, on_step: Callable[[], None] | None = None, *, workers: int = 1,
              on_more: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Run every procedure, in ``workers`` processes (1: here); returns the ``result.json`` content.
@@ -267,7 +248,8 @@ def run_post(config: PostConfig, bench: Benchmark, on_step: Callable[[], None] |
     :func:`steps_total`'s count. The result does not depend on ``workers`` beyond float rounding:
     workers use one torch thread each, so a run here with one thread gives the same numbers.
     """
-    workers = _workers_that_fit(workers, bench)
+    workers = workers_that_fit(workers, [t for task in bench.tasks for split in (task.train, task.valid, task.test)
+                                         for t in (split.x, split.y)])
     plan = schedules(config)
     sequential = sorted((p for p in PROCEDURES if not _joint(p)), key=lambda p: not p.searched)  # searches start first
     searches = {p.name: Search(config.strength_grid, local=config.strength_search == "local")
@@ -311,10 +293,10 @@ def run_post(config: PostConfig, bench: Benchmark, on_step: Callable[[], None] |
                         on_more(len(more) * _steps(bench.tasks[1].train, plan[name].epochs_b, config.batch_size))
                     start(name, more, after[name])
         jobs.wait_all([*joint.values(), *runs.values()])
-    return _result(config, plan, joint, runs, searches, task_a, workers)
+    return _result(config, joint, runs, searches, task_a, workers)
 
 
-def _result(config: PostConfig, plan: dict[str, Schedule], joint: dict[str, Future], runs: dict, searches: dict[str, Search],
+def _result(config: PostConfig, joint: dict[str, Future], runs: dict, searches: dict[str, Search],
             task_a: dict[Future, tuple[int, float]], workers: int) -> dict[str, Any]:
     """The ``result.json`` content: each row at its given or chosen strength, and every search."""
     resolved = asdict(config)
@@ -323,10 +305,9 @@ def _result(config: PostConfig, plan: dict[str, Schedule], joint: dict[str, Futu
         if _joint(p):
             outcomes[p.name] = joint[p.name].result()
             continue
-        strength = first_strengths(config, p)[0]
-        if p.name in searches:
-            search = searches[p.name].result()
-            strength = search.best
+        search = searches[p.name].result() if p.name in searches else None
+        strength = search.best if search else first_strengths(config, p)[0]
+        if search:
             search_records[f"{p.strength}_search"] = search.as_dict()
         if p.strength is not None:
             resolved[p.strength] = strength

@@ -14,6 +14,7 @@ sent to workers travel through shared memory (torch's pickling), not copied per 
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
@@ -21,6 +22,8 @@ import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
+
+log = logging.getLogger(__name__)
 
 Factory = Callable[..., Any]  # factory(*args, on_step=...) -> the object whose methods are the jobs
 
@@ -178,6 +181,19 @@ def _build_target(factory: Factory, args: tuple) -> None:
 
 def _call_target(method: str, *args: Any) -> Any:
     return getattr(_target, method)(*args)
+
+
+def workers_that_fit(workers: int, tensors: Iterable[Any]) -> int:
+    """``workers``, or 1 when ``tensors`` would not fit in the shared memory they reach workers through."""
+    if workers == 1:
+        return 1
+    need = sum(t.nbytes for t in tensors)
+    free = shared_memory_free()
+    if free is not None and free < need + (64 << 20):
+        log.warning("only %d MB of shared memory free (/dev/shm), the data needs %d MB: running in one process "
+                    "(with Docker, --shm-size=1g lifts this)", free >> 20, need >> 20)
+        return 1
+    return workers
 
 
 def shared_memory_free() -> int | None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import executors
+from ..executors import EXECUTORS, ExecutorError
 from ..run_config import RunConfig
 from ..runs import FolderError, Interrupted, claimed, reusable
 from .spec import Point, SweepError, SweepSpec, expand
@@ -108,7 +108,7 @@ def run_plan(plan: Plan, *, workers: int | None = None, executor: str = "local",
              ray_address: str | None = None, on_done: Callable[[Point, str | None], None] | None = None,
              ) -> SweepOutcome:
     """Run the plan's pending points with ``executor``; ``on_done(point, error)`` after each."""
-    run = executors.get(executor)
+    run = _executor(executor)
     pending = plan.pending
     jobs = [(p.config, str(plan.folder(p)), None if data_dir is None else str(data_dir),
              plan.data[_dataset(p)]["fingerprint"], plan.overwrite) for p in pending]
@@ -130,6 +130,20 @@ def run_plan(plan: Plan, *, workers: int | None = None, executor: str = "local",
             raise Interrupted(f"{len(results)} of {len(plan.points)} runs finished and kept in {plan.out / 'runs'}: "
                               "run the same command to resume") from None
     return outcome
+
+
+def _executor(name: str) -> Callable[..., Any]:
+    """``run(fn, jobs, *, workers, address) -> outcomes`` for executor ``name`` (imported only when used)."""
+    if name not in EXECUTORS:
+        raise ExecutorError(f"unknown executor {name!r}; valid: {', '.join(EXECUTORS)}")
+    if name == "ray":
+        from ..executors.ray_executor import run_ray
+
+        return lambda fn, jobs, *, workers, address: run_ray(fn, jobs, workers=workers, address=address)
+    from ..executors import local  # looked up at each call: tests replace local.run_local
+
+    return lambda fn, jobs, *, workers, address: local.run_local(
+        fn, jobs, workers=min(workers or local.default_workers(), max(1, len(jobs))))
 
 
 def locked(out: Path):
