@@ -1,0 +1,62 @@
+"""The post's experiment as a table of procedures, on the shared strength search (tiny data, one process)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from forgetless import post
+from forgetless.benchmarks import post_split
+from forgetless.data import ImageData
+from forgetless.strength import next_to_try
+
+from synthetic import digit_images
+
+
+@pytest.fixture(scope="module")
+def bench():
+    images, labels = digit_images(400, 1)
+    test_images, test_labels = digit_images(100, 2)
+    return post_split(ImageData(images, labels.astype(np.int64), test_images, test_labels.astype(np.int64), "toy"))
+
+
+def test_a_local_search_trains_each_strength_once_in_the_order_of_the_search(bench, monkeypatch):
+    trained = []
+    real = post.PostJobs.task_b_phase
+
+    def spy(self, name, schedule, after_a, strength=None):
+        trained.append((name, strength))
+        return real(self, name, schedule, after_a, strength)
+
+    monkeypatch.setattr(post.PostJobs, "task_b_phase", spy)
+    config = post.PostConfig(epochs=1, hidden=16, strength_grid=(1.0, 10.0, 100.0, 1000.0, 10000.0))
+    result = post.run_post(config, bench)
+    tried = [s for name, s in trained if name == "ewc"]
+    assert len(tried) == len(set(tried))  # no strength trained twice
+    scores = dict(zip(result["strength_search"]["grid"], result["strength_search"]["validation_scores"]))
+    assert set(tried) == {s for s, v in scores.items() if v is not None}
+    expected, seen = list(next_to_try(config.strength_grid, {})), {}
+    while expected:  # the local search's own sequence, replayed on the recorded scores
+        seen.update({s: scores[s] for s in expected})
+        expected = next_to_try(config.strength_grid, seen)
+    assert set(seen) == set(tried)
+    assert ("l2", 1.0) in trained and ("naive", None) in trained
+
+
+def test_a_new_row_is_one_entry_in_the_table(bench, monkeypatch):
+    row = post.Procedure("l2-strong", "l2", "l2_strength", post.Schedule(6, 6, 0.0), None)
+    monkeypatch.setattr(post, "PROCEDURES", (*post.PROCEDURES, row))
+    monkeypatch.setitem(post.ROWS, row.name, row)
+    result = post.run_post(post.PostConfig(epochs=1, hidden=16, strength=10.0, l2_strength=3.0), bench)
+    assert list(result["procedures"]) == ["multitask", "naive", "l2", "ewc", "l2-strong"]
+    assert result["procedures"]["l2-strong"]["hyperparameters"] == {"strength": 3.0}
+    assert "l2-strong" not in result["post"]
+    from forgetless.report import post_table
+
+    assert "| l2-strong |" in post_table(result) and "– | – |" in post_table(result)
+
+
+def test_a_row_strength_that_cannot_be_searched_is_refused():
+    with pytest.raises(ValueError, match="l2 strength must be a finite number >= 0, got 'auto'"):
+        post.PostConfig(l2_strength="auto")
+    with pytest.raises(ValueError, match="unknown Fisher estimator"):
+        post.PostConfig(estimator="diagonal")
