@@ -81,15 +81,16 @@ class Method:
         return self.regularizer(chosen, **self.fixed, **options, **run)
 
 
-def _methods() -> dict[str, Method]:
+def methods_of(classes: tuple[type[Regularizer], ...]) -> dict[str, Method]:
+    """naive, joint, then each class and its variants by command-line name."""
     methods = {"naive": Method("naive"), "joint": Method("joint", joint=True)}
-    for cls in CLASSES:
+    for cls in classes:
         methods[cls.name] = Method(cls.name, cls)
         methods.update({name: Method(name, cls, dict(fixed)) for name, fixed in cls.variants.items()})
     return methods
 
 
-METHODS: dict[str, Method] = _methods()
+METHODS: dict[str, Method] = methods_of(CLASSES)
 
 
 def method(name: str) -> Method:

@@ -133,7 +133,7 @@ class RunConfig:
         out: dict[str, Any] = {"benchmark": self.benchmark, "scenario": self.scenario, "method": self.method,
                                "seeds": list(self.seeds), "strength": self.resolved_strength,
                                "strength_grid": None if self.strength_grid is None else list(self.strength_grid)}
-        out |= self.method_options() | self.model_options()
+        out |= dict(METHODS[self.method].fixed) | self.method_options() | self.model_options()
         out |= {name: getattr(self, name) for name in ("iterations", "batch_size", "lr", "reset_optimizer")}
         out |= self.benchmark_options()
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
