@@ -57,6 +57,11 @@ def test_config_file_with_flags_overriding(data_dir, tmp_path):
         ('benchmark = "cifar"\n', "unknown benchmark 'cifar'; valid: seed-split, split-mnist"),
         ('benchmark = "seed-split"\nscenario = "class"\n', "seed-split has only the domain scenario"),
         ("iterations = [\n", "could not be parsed"),
+        # issue 15: settings a run does not use, values that are not finite, a method's table
+        ('benchmark = "split-mnist"\nn_tasks = 1000\n', "n_tasks is not a setting"),
+        ('method = "si"\nlr = inf\n', "lr must be a finite number > 0, got inf"),
+        ('method = "si"\ndamping = inf\n', "damping must be a finite number >= 0, got inf"),
+        ('method = "si"\n[online-ewc]\nlambda = 3\n', "[online-ewc] lambda: not a setting of method online-ewc"),
     ],
 )
 def test_bad_config_is_refused_before_anything_runs(content, message, data_dir, tmp_path, capsys):
@@ -67,6 +72,7 @@ def test_bad_config_is_refused_before_anything_runs(content, message, data_dir, 
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (out / "result.json").exists()
+    assert not out.exists()  # refused before any folder is made (issue 15.13)
 
 
 def test_yaml_config_is_read(data_dir, tmp_path):

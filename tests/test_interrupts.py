@@ -123,11 +123,16 @@ def test_sweep_sigterm_stops_the_workers_and_frees_the_run_folders(data_dir, tmp
             pass
 
 
-def test_seed_workers_die_with_a_killed_parent(data_dir, tmp_path):
+def _seed(data_dir: Path, tmp_path: Path) -> tuple[subprocess.Popen, set[int], Path]:
+    """A long ``forgetless seed`` in two workers, once they train."""
     out = tmp_path / "seed"
     proc = start(["seed", "--data-dir", str(data_dir), "--epochs", "500", "--strength", "10", "--workers", "2",
                   "--out", str(out)], tmp_path)
-    workers = workers_training(proc, lambda: [out])
+    return proc, workers_training(proc, lambda: [out]), out
+
+
+def test_seed_workers_die_with_a_killed_parent(data_dir, tmp_path):
+    proc, workers, out = _seed(data_dir, tmp_path)
     proc.send_signal(signal.SIGKILL)  # no cleanup at all in the parent
     proc.communicate(timeout=30)
     wait_for(lambda: not alive(workers), timeout=10)
@@ -136,10 +141,7 @@ def test_seed_workers_die_with_a_killed_parent(data_dir, tmp_path):
 
 
 def test_seed_twice_ctrl_c_stops_at_once_and_leaves_no_worker(data_dir, tmp_path):
-    out = tmp_path / "seed"
-    proc = start(["seed", "--data-dir", str(data_dir), "--epochs", "500", "--strength", "10", "--workers", "2",
-                  "--out", str(out)], tmp_path)
-    workers = workers_training(proc, lambda: [out])
+    proc, workers, _ = _seed(data_dir, tmp_path)
     os.killpg(proc.pid, signal.SIGINT)
     time.sleep(0.3)
     os.killpg(proc.pid, signal.SIGINT)

@@ -143,20 +143,6 @@ def test_settings_a_run_does_not_use_are_refused_before_any_folder(extra, messag
     assert not out.exists()
 
 
-@pytest.mark.parametrize("content, message", [
-    ('benchmark = "split-mnist"\nn_tasks = 1000\n', "n_tasks is not a setting"),
-    ('method = "si"\nlr = inf\n', "lr must be a finite number > 0, got inf"),
-    ('method = "si"\ndamping = inf\n', "damping must be a finite number >= 0, got inf"),
-    ('method = "si"\n[online-ewc]\nlambda = 3\n', "[online-ewc] lambda: not a setting of method online-ewc"),
-])
-def test_bad_config_files_are_one_line(content, message, data_dir, tmp_path, capsys):
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(content)
-    assert main(["run", "--config", str(cfg), "--data-dir", str(data_dir), "--out", str(tmp_path / "o")]) == 2
-    assert message in _one_line_error(capsys)
-    assert not (tmp_path / "o").exists()
-
-
 def test_compare_gives_each_method_only_the_settings_it_takes(data_dir, tmp_path, capsys):
     naive, online = run_configs(["naive", "online-ewc"], {"decay": 0.5, "estimator": "sampled"},
                                 {"online-ewc": {"fisher_samples": 100}})
