@@ -7,6 +7,8 @@ without a second list anywhere: the signature is the one home of each option.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import inspect
 import re
 from dataclasses import dataclass
@@ -39,13 +41,20 @@ def keyword_options(
         >>> [(o.name, o.annotation, o.default, o.help) for o in keyword_options(build).values()]
         [('n_tasks', <class 'int'>, 10, 'how many tasks.'), ('shuffle', <class 'bool'>, False, '')]
     """
+    skipped = set(skip)
+    return {name: dataclasses.replace(option, choices=(choices or {}).get(name))
+            for name, option in _read(fn).items() if name not in skipped}
+
+
+@functools.lru_cache(maxsize=None)
+def _read(fn: Callable[..., Any]) -> dict[str, Option]:
+    # A signature does not change: read each once (settings are checked often, e.g. per sweep point).
     target = fn.__init__ if inspect.isclass(fn) else fn
     helps = docstring_args(inspect.getdoc(fn) or "")
-    skipped = set(skip)
     return {
-        p.name: Option(p.name, _annotation(target, p), p.default, helps.get(p.name, ""), (choices or {}).get(p.name))
+        p.name: Option(p.name, _annotation(target, p), p.default, helps.get(p.name, ""))
         for p in inspect.signature(fn).parameters.values()
-        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is not p.empty and p.name not in skipped
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is not p.empty
     }
 
 

@@ -218,31 +218,35 @@ def check_used(names: Iterable[str], combinations: Sequence[tuple[str, str]], wh
 
 
 def applicable(settings: Mapping[str, Any], method: str, benchmark: str) -> dict[str, Any]:
-    """The settings a run of ``method`` on ``benchmark`` takes, its method's table applied."""
-    out = {k: v for k, v in settings.items()
-           if k not in METHODS and (k in ("method", "benchmark") or takes(k, method, benchmark))}
-    table = settings.get(method, {})
-    return out | dict(table)
+    """The settings a run of ``method`` on ``benchmark`` takes."""
+    return {k: v for k, v in settings.items() if k in ("method", "benchmark") or takes(k, method, benchmark)}
 
 
-def flatten(*layers: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge layers (later wins; method tables merged key by key); dashes in keys become underscores."""
-    merged: dict[str, Any] = {}
+def _split(layer: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """A layer's settings (dashes in keys become underscores) and its methods' tables, checked."""
+    top: dict[str, Any] = {}
+    tables: dict[str, dict[str, Any]] = {}
+    for key, value in layer.items():
+        if key not in METHODS:
+            top[key.replace("-", "_")] = value
+            continue
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: a method's table of settings, got {value!r}")
+        tables[key] = {k.replace("-", "_"): v for k, v in value.items()}
+        for k in tables[key]:
+            if not METHODS[key].takes(k):
+                raise ConfigError(f"[{key}] {k}: not a setting of method {key}; "
+                                  f"its settings: {', '.join(METHODS[key].settings()) or 'none'}")
+    return top, tables
+
+
+def _merged(layers: Sequence[Mapping[str, Any]], method: str) -> dict[str, Any]:
+    """Later layers win (flags over the file); within a layer, ``method``'s table over the rest."""
+    out: dict[str, Any] = {}
     for layer in layers:
-        for key, value in layer.items():
-            key = key if key in METHODS else key.replace("-", "_")
-            if key in METHODS:
-                if not isinstance(value, Mapping):
-                    raise ConfigError(f"{key}: a method's table of settings, got {value!r}")
-                table = {k.replace("-", "_"): v for k, v in value.items()}
-                for k in table:
-                    if not METHODS[key].takes(k):
-                        raise ConfigError(f"[{key}] {k}: not a setting of method {key}; "
-                                          f"its settings: {', '.join(METHODS[key].settings()) or 'none'}")
-                merged[key] = {**merged.get(key, {}), **table}
-            else:
-                merged[key] = value
-    return merged
+        top, tables = _split(layer)
+        out |= top | tables.get(method, {})
+    return out
 
 
 def run_config(*layers: Mapping[str, Any]) -> RunConfig:
@@ -251,15 +255,17 @@ def run_config(*layers: Mapping[str, Any]) -> RunConfig:
     Example:
         >>> run_config({"benchmark": "permuted-mnist", "n_tasks": 3, "method": "si", "damping": 0.5}).resolved()["n_tasks"]
         3
+        >>> run_config({"method": "si", "si": {"damping": 0.5}}, {"damping": 0.2}).damping  # flags win
+        0.2
         >>> run_config({"benchmark": "split-mnist", "n_tasks": 3})
         Traceback (most recent call last):
         ...
         ValueError: n_tasks is not a setting of method ewc on split-mnist: it belongs to benchmark permuted-mnist
     """
-    settings = flatten(*layers)
-    method = settings.get("method", RunConfig.method)
-    table = settings.get(method, {}) if isinstance(method, str) and method in METHODS else {}
-    settings = {k: v for k, v in settings.items() if k not in METHODS} | table
+    method = RunConfig.method
+    for layer in layers:
+        method = _split(layer)[0].get("method", method)
+    settings = _merged(layers, method if isinstance(method, str) else "")
     common = {k: coerce(k, v, _HINTS[k]) for k, v in settings.items() if k in COMMON}
     return RunConfig(**common, options={k: v for k, v in settings.items() if k not in COMMON})
 
@@ -279,8 +285,7 @@ def run_configs(methods: Sequence[str], *layers: Mapping[str, Any]) -> list[RunC
         raise ConfigError("give at least one method")
     for m in methods:
         _choice("method", m, tuple(METHODS))
-    settings = {k: v for k, v in flatten(*layers).items() if k != "method"}
-    benchmark = settings.get("benchmark", RunConfig.benchmark)
-    check_used([k for k in settings if k not in METHODS], [(m, benchmark) for m in methods],
-               f"methods compared ({', '.join(methods)})")
-    return [run_config(applicable(settings, m, benchmark) | {"method": m}) for m in methods]
+    given = {k for layer in layers for k in _split(layer)[0]} - {"method"}
+    benchmark = _merged(layers, "").get("benchmark", RunConfig.benchmark)
+    check_used(sorted(given), [(m, benchmark) for m in methods], f"methods compared ({', '.join(methods)})")
+    return [run_config(applicable(_merged(layers, m), m, benchmark) | {"method": m}) for m in methods]
