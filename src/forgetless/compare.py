@@ -11,7 +11,7 @@ from .files import write_atomic, write_json
 from .published import published
 from .report import pm
 from .run_config import RunConfig
-from .runs import Interrupted, claimed, reusable
+from .runs import Interrupted, check_usable, claimed, reusable
 
 
 def compare(
@@ -26,7 +26,8 @@ def compare(
     """
     results: dict[str, dict[str, Any]] = {}
     with claimed(out):
-        for config in configs:  # refuse a folder holding another config's finished run before training any
+        for config in configs:  # refuse a foreign folder, or another config's finished run, before training any
+            check_usable(out / config.method)
             reusable(out / config.method, config.resolved(), fingerprint, overwrite=overwrite)
         try:
             for config in configs:
