@@ -36,3 +36,15 @@ def test_minibatches_cover_every_sample_once():
     data = _split(100)
     seen = torch.cat([y for _, y in minibatches(Split(data.x, torch.arange(100)), 32, torch.Generator())])
     assert sorted(seen.tolist()) == list(range(100))
+
+
+def test_accuracy_counts_every_position_of_sequence_outputs_but_ignored_ones():
+    import torch
+
+    class Echo(torch.nn.Module):  # logits (N, T, C) that predict the input tokens themselves
+        def forward(self, x):
+            return torch.nn.functional.one_hot(x, 4).float()
+
+    x = torch.tensor([[0, 1, 2], [3, 3, 0]])
+    y = torch.tensor([[0, 1, 3], [3, -100, -100]])  # 3 of the 4 counted positions are right
+    assert accuracy(Echo(), Split(x, y)) == 0.75

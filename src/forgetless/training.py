@@ -77,7 +77,7 @@ def train_task(
         logits = model(x)
         if output_transform is not None:
             logits = output_transform(logits)
-        task_loss = F.cross_entropy(logits, y)
+        task_loss = _cross_entropy(logits, y)
         loss = task_loss if regularizer is None else task_loss + regularizer.penalty(model)
         if not torch.isfinite(loss):
             epoch = step // steps_per_epoch + 1
@@ -99,19 +99,28 @@ def train_task(
     return sum(recent) / max(1, len(recent))
 
 
+def _cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+    # (N, C) logits, or (N, T, C) with one target per position (-100: not counted): the mean over targets
+    return F.cross_entropy(logits.flatten(0, -2), y.flatten())
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, data: Split, *, output_transform: OutputTransform | None = None, batch_size: int = 4096) -> float:
-    """Fraction of ``data`` classified correctly, in eval mode (mode restored afterwards)."""
+    """Fraction of ``data``'s targets predicted right (argmax of the last dimension: a class per sample,
+    or one per position of (N, T, C) outputs, where a target of -100 does not count), in eval mode
+    (mode restored afterwards)."""
     was_training = model.training
     model.eval()
     try:
-        correct = 0
+        correct = counted = 0
         for x, y in minibatches(data, batch_size):
             logits = model(x)
             if output_transform is not None:
                 logits = output_transform(logits)
-            correct += int((logits.argmax(dim=1) == y).sum())
-        return correct / max(1, len(data))
+            counts = y != -100
+            correct += int(((logits.argmax(dim=-1) == y) & counts).sum())
+            counted += int(counts.sum())
+        return correct / max(1, counted)
     finally:
         model.train(was_training)
 
