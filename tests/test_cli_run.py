@@ -33,6 +33,13 @@ def test_run_writes_every_file_and_a_consistent_result(data_dir, tmp_path, capsy
     # the reported average accuracy is the mean of the last rows over seeds
     last = [sum(s["accuracy_matrix"][-1]) / 5 for s in result["seeds"]]
     assert result["metrics"]["average_accuracy"]["mean"] == pytest.approx(sum(last) / 2)
+    # every std over seeds is the sample std (ddof=1), the accuracy matrix's too
+    import numpy as np
+
+    matrices = np.array([s["accuracy_matrix"] for s in result["seeds"]])
+    assert np.allclose(result["std_accuracy_matrix"], matrices.std(axis=0, ddof=1))
+    assert result["metrics"]["average_accuracy"]["std"] == pytest.approx(np.std(last, ddof=1))
+    assert result["metrics"]["average_accuracy"]["n"] == 2
     assert result["config"]["method"] == "ewc" and result["config"]["strength"] == 1000.0
     assert "average_accuracy" in capsys.readouterr().out
     assert "mean,average_accuracy," in (out / "metrics.csv").read_text()

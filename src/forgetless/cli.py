@@ -27,27 +27,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=opt.positive_int, default=None,
                         help="CPU threads for torch (default: torch's choice; 1 is fastest for the small MLPs on a busy machine)")
     sub = parser.add_subparsers(dest="command", required=True)
-    seed = sub.add_parser("seed", help="the blog post's experiment: even digits, then odd digits")
-    seed.add_argument("--seed", type=int, default=0)
-    seed.add_argument("--protocol", choices=("fair", "post"), default="fair",
+    post = sub.add_parser("seed", help="the blog post's experiment: even digits, then odd digits")
+    post.add_argument("--seed", type=int, default=0)
+    post.add_argument("--protocol", choices=("fair", "post"), default="fair",
                       help="fair: same epochs for all (default); post: the post's 3+9 epochs and dropout for EWC")
-    seed.add_argument("--epochs", type=opt.positive_int, default=6, help="epochs per task (fair protocol)")
-    seed.add_argument("--dropout", type=float, default=0.5, help="dropout after the hidden layer (fair protocol; default 0.5)")
-    seed.add_argument("--strength", type=opt.strength, default=None,
+    post.add_argument("--epochs", type=opt.positive_int, default=6, help="epochs per task (fair protocol)")
+    post.add_argument("--dropout", type=float, default=0.5, help="dropout after the hidden layer (fair protocol; default 0.5)")
+    post.add_argument("--strength", type=opt.strength, default=None,
                       help="EWC λ, or 'auto' (default): choose it on validation data")
-    seed.add_argument("--strength-grid", type=opt.floats, default=None,
+    post.add_argument("--strength-grid", type=opt.floats, default=None,
                       help="values the auto search may try (default: quarter decades 316 … 5623)")
-    seed.add_argument("--strength-search", choices=("local", "grid"), default=None,
+    post.add_argument("--strength-search", choices=("local", "grid"), default=None,
                       help="local (default): from the grid's middle towards the best value, 3-4 runs; grid: every value")
-    seed.add_argument("--lr", type=float, default=None, help="Adam's learning rate, every procedure (fair protocol)")
-    seed.add_argument("--l2-strength", type=opt.strength, default=1.0, help="λ of the L2 anchor (default 1)")
-    seed.add_argument("--estimator", choices=ESTIMATORS, default="exact", help="Fisher estimator")
-    seed.add_argument("--fisher-samples", type=opt.positive_int, default=None, help="samples for the Fisher (default all)")
-    seed.add_argument("--workers", type=opt.positive_int, default=None,
+    post.add_argument("--lr", type=float, default=None, help="Adam's learning rate, every procedure (fair protocol)")
+    post.add_argument("--l2-strength", type=opt.strength, default=1.0, help="λ of the L2 anchor (default 1)")
+    post.add_argument("--estimator", choices=ESTIMATORS, default="exact", help="Fisher estimator")
+    post.add_argument("--fisher-samples", type=opt.positive_int, default=None, help="samples for the Fisher (default all)")
+    post.add_argument("--workers", type=opt.positive_int, default=None,
                       help="processes running its jobs side by side, one torch thread each (default: the CPUs "
                            "available, at most 8); 1 runs everything in this process with --threads threads")
-    opt.add_output_options(seed)
-    opt.add_data_options(seed)
+    opt.add_output_options(post)
+    opt.add_data_options(post)
 
     run = sub.add_parser("run", help="one method on a benchmark over seeds: accuracy matrix, metrics, plots")
     opt.add_run_options(run)
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_seed(args: argparse.Namespace) -> int:
+def cmd_post(args: argparse.Namespace) -> int:
     from . import post
     from .benchmarks.registry import data_fingerprint, load_data, make_benchmark
     from .report import post_table
@@ -191,7 +191,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"seed": cmd_seed, "run": cmd_run, "compare": cmd_compare, "sweep": cmd_sweep}
+COMMANDS = {"seed": cmd_post, "run": cmd_run, "compare": cmd_compare, "sweep": cmd_sweep}
 
 
 _terminated = False  # set by SIGTERM, for the exit status

@@ -22,7 +22,7 @@ from .benchmarks.scenarios import eval_output_transform, task_output_transform
 from .memory import check_fits
 from .methods import METHODS
 from .run_config import RunConfig
-from .stats import over_seeds
+from .stats import elementwise_over_seeds, over_seeds
 from .strength import StrengthSearch, search_strength
 from .training import accuracy, adam, train_joint, train_task
 
@@ -141,15 +141,15 @@ def run_experiment(config: RunConfig, make_bench: BenchmarkFactory, progress: Pr
     for seed in config.seeds[len(runs):]:
         runs.append(run_seed(config, make_bench(seed), seed, progress))
     bench = make_bench(config.seeds[0])
-    matrices = [r.accuracy_matrix for r in runs]
+    mean, std = elementwise_over_seeds([r.accuracy_matrix for r in runs])
     return {
         "config": config.resolved(),
         "requested_config": requested,  # what was asked ("auto"), beside what ran
         "task_names": [t.name for t in bench.tasks],
         "seeds": [r.as_dict() for r in runs],
         "metrics": aggregate(runs),
-        "mean_accuracy_matrix": np.mean(matrices, axis=0).tolist(),
-        "std_accuracy_matrix": np.std(matrices, axis=0).tolist(),
+        "mean_accuracy_matrix": mean.tolist(),
+        "std_accuracy_matrix": std.tolist(),  # sample std over seeds, as every std in results
         "strength_search": search.as_dict() if search else None,
         "selection": "hyperparameters chosen on validation data held out of the training sets; "
                      "accuracies are on the test sets",

@@ -25,6 +25,20 @@ def over_seeds(values: Sequence[float]) -> dict[str, float]:
     return {"mean": float(a.mean()), "std": std, "sem": std / math.sqrt(len(a)), "n": len(a)}
 
 
+def elementwise_over_seeds(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample standard deviation (ddof=1; 0 with one seed) of equally shaped arrays, element
+    by element (e.g. the accuracy matrices of the seeds).
+
+    Example:
+        >>> mean, std = elementwise_over_seeds([np.array([0.5, 1.0]), np.array([0.7, 1.0])])
+        >>> mean.tolist(), [round(v, 6) for v in std.tolist()]
+        ([0.6, 1.0], [0.141421, 0.0])
+    """
+    a = np.asarray(arrays, dtype=float)
+    std = a.std(axis=0, ddof=1) if len(a) > 1 else np.zeros(a.shape[1:])
+    return a.mean(axis=0), std
+
+
 def undefined(n: int = 0) -> dict[str, float]:
     """The statistic of a metric with no value to average (e.g. no finished seed)."""
     return {"mean": math.nan, "std": math.nan, "sem": math.nan, "n": n}

@@ -24,7 +24,7 @@ def adam(model: nn.Module, lr: float) -> torch.optim.Optimizer:
     """Adam, fused into one kernel where this torch offers it for the parameters' device.
 
     The fused step is the same update (up to float rounding); on small CPU nets it makes a training
-    step about 14% cheaper (``bench/bench_seed.py``, what-if table).
+    step about 14% cheaper (``bench/bench_post.py``, what-if table).
     """
     try:
         return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
@@ -38,7 +38,7 @@ def minibatches(split: Split, batch_size: int, generator: torch.Generator | None
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
-        # index_select: the same rows as split.x[idx], ~5% of a seed-net step cheaper (bench_seed.py what-if)
+        # index_select: the same rows as split.x[idx], ~5% of a post-net step cheaper (bench_post.py what-if)
         yield split.x.index_select(0, idx), split.y.index_select(0, idx)
 
 

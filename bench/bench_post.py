@@ -1,6 +1,6 @@
 """How long does `forgetless seed` take, compared with one training epoch, and where does the time go?
 
-    python bench/bench_seed.py [--quick] [--repeats R] [--no-table] [--no-profile] [--no-whatif]
+    python bench/bench_post.py [--quick] [--repeats R] [--no-table] [--no-profile] [--no-whatif]
 
 Real MNIST (whatever `load_mnist()` finds: a data directory, the cache, or the embedded copy), the seed
 net 784-128-5 with Dropout(0.5), Adam lr 1e-3, batch 128 (the defaults of `forgetless seed`). In ONE
