@@ -161,3 +161,17 @@ def test_seed_runs_in_one_process_when_shared_memory_is_too_small(data_dir, tmp_
                      "--out", str(out)]) == 0
     assert json.loads((out / "result.json").read_text())["workers"] == 1
     assert "shared memory" in caplog.text and "--shm-size" in caplog.text
+
+
+def test_seed_reuses_its_finished_run_and_refuses_other_settings_in_its_folder(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["seed", "--data-dir", str(data_dir), "--epochs", "1", "--strength", "50", "--workers", "1", "--out", str(out)]
+    assert main(argv) == 0
+    written = (out / "result.json").stat().st_mtime_ns
+    assert json.loads((out / "config.json").read_text())["config"]["strength"] == 50.0  # written before training
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "Reused the finished run in" in capsys.readouterr().out
+    assert main([*argv, "--l2-strength", "2"]) == 2
+    assert "holds a finished run of another config" in capsys.readouterr().err
+    assert (out / "result.json").stat().st_mtime_ns == written
