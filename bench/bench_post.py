@@ -60,7 +60,7 @@ def timed(fn) -> float:
 def import_costs() -> dict[str, float]:
     """One-off imports a fresh `forgetless seed` pays, beyond what this script already imported."""
     costs = {"torch": _TORCH_IMPORT}
-    for label, module in (("forgetless CLI + seed modules", "forgetless.cli"),
+    for label, module in (("forgetless CLI + post modules", "forgetless.cli"),
                           ("torch._dynamo (first torch.optim step)", "torch._dynamo"),
                           ("matplotlib.pyplot (the figure)", "matplotlib.pyplot")):
         start = time.perf_counter()

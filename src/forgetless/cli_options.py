@@ -50,7 +50,12 @@ def strength(text: str) -> float | str:
 
 
 def seeds(text: str) -> tuple[int, ...]:
-    """'0-4' → (0, 1, 2, 3, 4); '0,3' → (0, 3)."""
+    """Seeds as a range or a list.
+
+    Example:
+        >>> seeds("0-4"), seeds("0,3")
+        ((0, 1, 2, 3, 4), (0, 3))
+    """
     try:
         if "-" in text.strip("-"):
             first, last = (int(v) for v in text.split("-"))

@@ -34,7 +34,12 @@ class RunConfig:
     """Every setting of a run; its resolved values are written to ``config.json`` before it starts.
 
     The method's, benchmark's and model's options are in ``options`` (as given) and read as
-    attributes too, with their defaults: ``RunConfig(benchmark="permuted-mnist").n_tasks == 10``.
+    attributes too, with their defaults.
+
+    Example:
+        >>> c = RunConfig(benchmark="permuted-mnist", method="online-ewc", options={"decay": 0.9})
+        >>> c.n_tasks, c.decay, c.hidden, c.resolved_strength
+        (10, 0.9, (400, 400), 1000.0)
     """
 
     benchmark: str = "split-mnist"

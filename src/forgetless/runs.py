@@ -138,7 +138,16 @@ def _plain(value: Any) -> Any:
 
 def same_request(result: dict[str, Any], requested: dict[str, Any], fingerprint: str) -> bool:
     """Whether a finished ``result`` answers ``requested`` on the data with ``fingerprint``: the
-    settings it was asked, and those it ran with (but what a search chose), are the requested ones."""
+    settings it was asked, and those it ran with (but what a search chose), are the requested ones.
+
+    Example:
+        >>> done = {"requested_config": {"lr": 0.1, "strength": "auto"}, "config": {"lr": 0.1, "strength": 10.0},
+        ...         "data_fingerprint": "d0"}
+        >>> same_request(done, {"lr": 0.1, "strength": "auto"}, "d0"), same_request(done, {"lr": 0.2, "strength": "auto"}, "d0")
+        (True, False)
+        >>> same_request(done, {"lr": 0.1, "strength": "auto"}, "d1")  # other data
+        False
+    """
     requested = _plain(requested)
     ran = result.get("config") or {}
     return (result.get("requested_config") == requested and result.get("data_fingerprint") == fingerprint
