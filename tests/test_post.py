@@ -43,7 +43,7 @@ def test_a_local_search_trains_each_strength_once_in_the_order_of_the_search(ben
 
 
 def test_a_new_row_is_one_entry_in_the_table(bench, monkeypatch):
-    row = post.Procedure("l2-strong", "l2", "l2_strength", post.Schedule(6, 6, 0.0), None)
+    row = post.Procedure("l2-strong", "l2", "l2_strength", post.Schedule(6, 6, 0.0))
     monkeypatch.setattr(post, "PROCEDURES", (*post.PROCEDURES, row))
     monkeypatch.setitem(post.ROWS, row.name, row)
     result = post.run_post(post.PostConfig(epochs=1, hidden=16, strength=10.0, l2_strength=3.0), bench)

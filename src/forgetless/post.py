@@ -11,7 +11,7 @@ dropout really on while training, a fresh Adam per task, and λ chosen on valida
 
 The procedures are a table (:data:`PROCEDURES`): a row names a method of :mod:`forgetless.methods`,
 the :class:`PostConfig` field holding its strength (searched on validation data when it is
-``"auto"``), its schedule under the post's protocol and the post's numbers. A sequential row's
+``"auto"``) and its schedule under the post's protocol. A sequential row's
 regularizer is consolidated once after task A, from the model alone (so not SI, which needs task A's
 training path), and that state is reused for every strength tried. It runs through the shared
 machinery: the λ search of :mod:`forgetless.strength`, the workers of :mod:`forgetless.workers` and
@@ -31,6 +31,7 @@ from torch import nn
 from .benchmarks import Benchmark, Split
 from .benchmarks.registry import make_model
 from .methods import METHODS
+from .published import BLOG_POST
 from .regularizers import Regularizer
 from .strength import Search, check_grid, score_or_nan
 from .training import accuracy, adam, train_task
@@ -60,15 +61,14 @@ class Procedure:
     method: str                 # a forgetless.methods name; "joint" is multi-task training on A ∪ B
     strength: str | None        # the PostConfig field holding its strength (None: the method has none)
     post_schedule: Schedule     # its epochs and dropout under --protocol post
-    published: tuple[float, float] | None  # the post's reported test accuracies on A and B
     searched: bool = False      # its strength may be "auto": chosen on validation data
 
 
-PROCEDURES: tuple[Procedure, ...] = (
-    Procedure("multitask", "joint", None, Schedule(6, 0, 0.0), (0.972, 0.974)),
-    Procedure("naive", "naive", None, Schedule(6, 6, 0.0), (0.266, 0.983)),
-    Procedure("l2", "l2", "l2_strength", Schedule(6, 6, 0.0), (0.904, 0.598)),
-    Procedure("ewc", "ewc", "strength", Schedule(3, 9, 0.5), (0.768, 0.709), searched=True),
+PROCEDURES: tuple[Procedure, ...] = (  # the post's numbers for them: forgetless.published.BLOG_POST
+    Procedure("multitask", "joint", None, Schedule(6, 0, 0.0)),
+    Procedure("naive", "naive", None, Schedule(6, 6, 0.0)),
+    Procedure("l2", "l2", "l2_strength", Schedule(6, 6, 0.0)),
+    Procedure("ewc", "ewc", "strength", Schedule(3, 9, 0.5), searched=True),
 )
 ROWS = {p.name: p for p in PROCEDURES}
 
@@ -321,7 +321,7 @@ def _result(config: PostConfig, joint: dict[str, Future], runs: dict, searches: 
         **search_records,
         "task_a_seconds": {f"{e} epochs, dropout {d:g}": f.result()["seconds"] for f, (e, d) in task_a.items()},
         "workers": workers,
-        "post": {p.name: {"A": p.published[0], "B": p.published[1]} for p in PROCEDURES if p.published},
+        "post": {p.name: dict(zip("AB", BLOG_POST[p.name])) for p in PROCEDURES if p.name in BLOG_POST},
         "selection": "hyperparameters chosen on validation data held out of the training sets; accuracies are on the MNIST test set",
     }
 
