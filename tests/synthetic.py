@@ -63,6 +63,21 @@ def random_task(seed: int, n: int = 40):
     return torch.randn(n, 6, generator=g), torch.randint(0, 3, (n,), generator=g)
 
 
+def lifecycle_steps(reg, model, x, y, *, steps: int = 3, lr: float = 0.1) -> None:
+    """``begin_task`` and a few SGD steps through the whole lifecycle (SI needs its path); no consolidate."""
+    import torch
+    from torch import nn
+
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    reg.begin_task(model)
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(model(x), y) + reg.penalty(model)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        reg.after_step(model)
+
+
 def perturb(model, seed: int, scale: float = 0.3) -> None:
     """Move every parameter by seeded Gaussian noise (to get away from an anchor)."""
     import torch

@@ -1,8 +1,6 @@
 """Data folders are identified by sha256 (issue 15 item 10): a 100-image set is not "MNIST", MNIST's
 digits are not Fashion-MNIST; other data runs only when allowed, and then says so in its source."""
-import hashlib
 import os
-import struct
 
 import numpy as np
 import pytest
@@ -12,7 +10,7 @@ import forgetless.data.identity as identity_mod
 from forgetless.data import DataError, FASHION_MNIST_IDX_SHA256, identify, load_fashion_mnist, load_mnist, resolve_cache_dir
 from forgetless.data.idx import find_idx_files
 
-from test_data_mnist import NAMES, write_set
+from test_data_mnist import NAMES, assert_hand_packed_digests, write_set
 
 # Read before any fixture points the cache elsewhere: where `make fashion-mnist` unpacks without root.
 USER_FASHION_CACHE = resolve_cache_dir() / fashion_mod.CACHE_SUBDIR
@@ -97,17 +95,11 @@ def test_fashion_download_is_refused_clearly_when_it_would_be_needed(tmp_path, m
 
 @needs_fashion
 def test_real_fashion_mnist_is_identified_and_its_digests_recomputed_by_hand():
-    """Oracle: IDX bytes packed by hand (struct + tobytes), not by the library's encoder."""
     data = load_fashion_mnist(_real_fashion_dir())
     assert data.source == str(_real_fashion_dir())
     assert data.train_images.shape == (60000, 28, 28) and data.test_labels.shape == (10000,)
     assert data.train_labels[:10].tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]
-    for split, images, labels in [("train", data.train_images, data.train_labels),
-                                  ("t10k", data.test_images, data.test_labels)]:
-        raw_images = struct.pack(">IIII", 0x803, len(images), 28, 28) + images.tobytes()
-        raw_labels = struct.pack(">II", 0x801, len(labels)) + labels.astype(np.uint8).tobytes()
-        assert hashlib.sha256(raw_images).hexdigest() == FASHION_MNIST_IDX_SHA256[f"{split}-images-idx3-ubyte"]
-        assert hashlib.sha256(raw_labels).hexdigest() == FASHION_MNIST_IDX_SHA256[f"{split}-labels-idx1-ubyte"]
+    assert_hand_packed_digests(data, FASHION_MNIST_IDX_SHA256)
 
 
 @needs_fashion

@@ -226,16 +226,19 @@ def test_mnist_digits_are_identified_and_refused_as_fashion_mnist(mnist_cache, t
         load_fashion_mnist(tmp_path)
 
 
-@needs_hub
-def test_hardcoded_idx_digests_match_the_loaded_arrays(mnist_cache):
-    """Oracle: IDX files written by hand (struct + tobytes), not by the library's encoder."""
-    _, data = mnist_cache
+def assert_hand_packed_digests(data, table):
+    """Oracle: IDX files packed by hand (struct + tobytes), not by the library's encoder, hashed."""
     for split, images, labels in [("train", data.train_images, data.train_labels),
                                   ("t10k", data.test_images, data.test_labels)]:
         raw_images = struct.pack(">IIII", 0x803, len(images), 28, 28) + images.tobytes()
         raw_labels = struct.pack(">II", 0x801, len(labels)) + labels.astype(np.uint8).tobytes()
-        assert hashlib.sha256(raw_images).hexdigest() == MNIST_IDX_SHA256[f"{split}-images-idx3-ubyte"]
-        assert hashlib.sha256(raw_labels).hexdigest() == MNIST_IDX_SHA256[f"{split}-labels-idx1-ubyte"]
+        assert hashlib.sha256(raw_images).hexdigest() == table[f"{split}-images-idx3-ubyte"]
+        assert hashlib.sha256(raw_labels).hexdigest() == table[f"{split}-labels-idx1-ubyte"]
+
+
+@needs_hub
+def test_hardcoded_idx_digests_match_the_loaded_arrays(mnist_cache):
+    assert_hand_packed_digests(mnist_cache[1], MNIST_IDX_SHA256)
 
 
 def test_pixel_conversion_is_exact_and_checked():

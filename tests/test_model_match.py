@@ -7,7 +7,7 @@ from torch import nn
 from forgetless import REGULARIZERS
 from forgetless.quadratic import merge_quadratic, quadratic_penalty
 
-from synthetic import perturb
+from synthetic import lifecycle_steps, perturb
 
 METHODS = sorted(REGULARIZERS)
 
@@ -25,15 +25,7 @@ def _data(out: int = 3, seed: int = 0):
 
 def _task(reg, model, out: int = 3, seed: int = 0, steps: int = 3):
     """One short task through the whole lifecycle (SI needs its path), then consolidate."""
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    reg.begin_task(model)
-    (x, y), = _data(out, seed)
-    for _ in range(steps):
-        loss = nn.functional.cross_entropy(model(x), y) + reg.penalty(model)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        reg.after_step(model)
+    lifecycle_steps(reg, model, *_data(out, seed)[0], steps=steps, lr=0.05)
     reg.consolidate(model, _data(out, seed))
 
 

@@ -15,6 +15,8 @@ from torch import nn
 import forgetless
 from forgetless import REGULARIZERS, StateFileError, state
 
+from synthetic import lifecycle_steps
+
 # name -> hyperparameters that differ from the defaults, so that a lost one shows
 NON_DEFAULT = {
     "l2": {"strength": 3.5},
@@ -35,16 +37,7 @@ def _task(seed, n=32):
 
 
 def _train(model, reg, data, steps=3):
-    """A few SGD steps through the full lifecycle (SI needs the path)."""
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    reg.begin_task(model)
-    x, y = data
-    for _ in range(steps):
-        loss = nn.functional.cross_entropy(model(x), y) + reg.penalty(model)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        reg.after_step(model)
+    lifecycle_steps(reg, model, *data, steps=steps)
 
 
 def _trained(name, tasks=2, finish=True):

@@ -15,21 +15,16 @@ from torch import nn
 import forgetless
 from forgetless import REGULARIZERS, StateFileError, state
 
+from synthetic import lifecycle_steps
+
 
 def _trained(name: str, tasks: int = 2):
     torch.manual_seed(0)
     model, reg = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)), REGULARIZERS[name]()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for t in range(tasks):
         g = torch.Generator().manual_seed(t)
         x, y = torch.randn(32, 5, generator=g), torch.randint(0, 3, (32,), generator=g)
-        reg.begin_task(model)
-        for _ in range(3):
-            loss = nn.functional.cross_entropy(model(x), y) + reg.penalty(model)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            reg.after_step(model)
+        lifecycle_steps(reg, model, x, y)
         reg.consolidate(model, [(x, y)])
     return reg
 
