@@ -7,7 +7,8 @@ import pytest
 
 import forgetless.data.fashion as fashion_mod
 import forgetless.data.identity as identity_mod
-from forgetless.data import DataError, FASHION_MNIST_IDX_SHA256, identify, load_fashion_mnist, load_mnist, resolve_cache_dir
+from forgetless.data import (DataError, FASHION_MNIST_IDX_SHA256, identify, load_fashion_mnist, load_mnist,
+                             resolve_cache_dir)
 from forgetless.data.idx import find_idx_files
 
 from test_data_mnist import NAMES, assert_hand_packed_digests, write_set

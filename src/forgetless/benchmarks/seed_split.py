@@ -27,7 +27,8 @@ def seed_split(data: ImageData, *, seed: int = 0, valid_fraction: float = 0.1) -
         [0, 1, 2, 3, 4]
     """
     generator = torch.Generator().manual_seed(seed)
-    train_digits, test_digits = labels_tensor(data.train_labels, data.source), labels_tensor(data.test_labels, data.source)
+    train_digits = labels_tensor(data.train_labels, data.source)
+    test_digits = labels_tensor(data.test_labels, data.source)
     train_x, test_x = to_inputs(data.train_images), to_inputs(data.test_images)
     tasks = []
     for name, parity in (("A", 0), ("B", 1)):

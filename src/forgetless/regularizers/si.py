@@ -31,7 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from ..quadratic import mismatch, quadratic_penalty
-from .base import Batches, OutputTransform, Regularizer, add_per_parameter, model_parameters, snapshot, trainable_parameters
+from .base import (Batches, OutputTransform, Regularizer, add_per_parameter, model_parameters, snapshot,
+                   trainable_parameters)
 from .options import check_number, check_strength
 
 _NOT_STARTED = "SI needs the start of each task's path: call si.begin_task(model) before each task"
