@@ -13,7 +13,7 @@ from forgetless.cli import main
 from forgetless.experiment import RunConfig
 from forgetless.sweep import SweepError, expand, parse_sweep
 
-from synthetic import write_mnist_dir
+from synthetic import other_data_allowed, write_mnist_dir  # noqa: F401  (other data, said so)
 
 SWEEP_TOML = """\
 description = "tiny test sweep"
