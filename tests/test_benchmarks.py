@@ -309,6 +309,10 @@ def test_bad_inputs_are_refused_clearly(data):
     bad = ImageData(data.train_images, data.train_labels + 1, data.test_images, data.test_labels, "shifted")
     with pytest.raises(ValueError, match="labels must lie in 0..9"):
         split_mnist(bad, scenario="class")
+    for shifted in (bad, ImageData(data.train_images, data.train_labels, data.test_images, data.test_labels - 1, "x")):
+        # seed-split used to build these, then crash mid-training on a target beyond its 5-way head
+        with pytest.raises(ValueError, match=r"^(shifted|x): labels must lie in 0..9, got (1..10|-1..8)$"):
+            make_benchmark("seed-split", shifted, scenario="domain")
     no_fives = ImageData(data.train_images[data.train_labels // 2 != 2], data.train_labels[data.train_labels // 2 != 2],
                          data.test_images, data.test_labels, "partial")
     with pytest.raises(ValueError, match="task 4-5 has 0 training images"):

@@ -6,7 +6,7 @@ import pytest
 from forgetless import EWC, runs
 from forgetless.cli import main
 
-from synthetic import write_mnist_dir
+from synthetic import other_data_allowed, write_mnist_dir  # noqa: F401  (other data, said so)
 
 FAST = ["--iterations", "20", "--hidden", "32", "--batch-size", "64"]
 

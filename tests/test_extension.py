@@ -17,10 +17,11 @@ from forgetless.cli import build_parser, main
 from forgetless.methods import METHODS, methods_of
 from forgetless.quadratic import quadratic_penalty
 from forgetless.regularizers import EWC, OnlineEWC, Regularizer
-from forgetless.regularizers.base import check_strength, snapshot, trainable_parameters
+from forgetless.regularizers.base import model_parameters, snapshot
+from forgetless.regularizers.options import check_strength
 from forgetless.sweep import expand, parse_sweep
 
-from synthetic import write_mnist_dir
+from synthetic import other_data_allowed, write_mnist_dir  # noqa: F401  (other data, said so)
 
 FAST = ["--iterations", "5", "--hidden", "16", "--batch-size", "64", "--benchmark", "split-mnist", "--scenario", "task"]
 
@@ -37,6 +38,7 @@ class Shrink(Regularizer):
     strength_grid = (0.1, 1.0)
     variants = {"shrink-double": {"pull": 2.0}}
     _state_keys = ("anchor",)
+    _consolidated_keys = ("anchor",)
 
     def __init__(self, strength: float = 0.5, *, pull: float = 1.0) -> None:
         super().__init__()
@@ -46,7 +48,7 @@ class Shrink(Regularizer):
     def penalty(self, model):
         if self.tasks_seen == 0:
             return self._zero(model)
-        return 0.5 * self.strength * self.pull * quadratic_penalty(trainable_parameters(model), self.anchor)
+        return 0.5 * self.strength * self.pull * quadratic_penalty(model_parameters(model), self.anchor)
 
     def consolidate(self, model, data=None, *, output_transform=None) -> None:
         self.anchor = snapshot(model)

@@ -13,7 +13,7 @@ import pytest
 
 from forgetless import runs
 
-from synthetic import write_mnist_dir
+from synthetic import other_data_allowed, write_mnist_dir  # noqa: F401  (other data, said so)
 
 SWEEP = """\
 [base]

@@ -13,7 +13,7 @@ from forgetless import runs
 from forgetless.cli import main
 from forgetless.run_config import run_configs
 
-from synthetic import write_mnist_dir
+from synthetic import other_data_allowed, write_mnist_dir  # noqa: F401  (other data, said so)
 
 FAST = ["--iterations", "5", "--hidden", "16", "--batch-size", "64"]
 

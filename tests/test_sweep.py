@@ -14,7 +14,7 @@ from forgetless.executors import local
 from forgetless.run_config import RunConfig
 from forgetless.sweep import SweepError, expand, parse_sweep
 
-from synthetic import write_mnist_dir
+from synthetic import other_data_allowed, write_mnist_dir  # noqa: F401  (other data, said so)
 
 SWEEP_TOML = """\
 description = "tiny test sweep"

@@ -50,6 +50,24 @@ class Benchmark:
     scenario: str
 
 
+N_CLASSES = 10  # the data sets' labels: MNIST's digits, Fashion-MNIST's ten kinds of clothing
+
+
+def labels_tensor(labels, source: str) -> Tensor:
+    """int64 tensor of class labels, checked to lie in 0..9 (a wrong data set fails here, clearly).
+
+    Example:
+        >>> labels_tensor(np.array([3, 12]), "toy")
+        Traceback (most recent call last):
+        ...
+        ValueError: toy: labels must lie in 0..9, got 3..12
+    """
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= N_CLASSES):
+        raise ValueError(f"{source}: labels must lie in 0..{N_CLASSES - 1}, got {int(labels.min())}..{int(labels.max())}")
+    return labels
+
+
 def to_inputs(images: np.ndarray) -> Tensor:
     """uint8 (N, 28, 28) → float32 (N, 784) in [0, 1]."""
     return torch.from_numpy(images.reshape(len(images), -1)).float().div_(255.0)

@@ -38,13 +38,11 @@ from torch import Tensor
 
 from ..data import ImageData
 from ..memory import check_fits
-from .base import Benchmark, Split, Task, split_train_valid
+from .base import N_CLASSES, Benchmark, Split, Task, labels_tensor, split_train_valid
 from .scenarios import check_scenario, n_outputs, target_offset, task_outputs
-from .split import labels_tensor
 
 LOG = logging.getLogger(__name__)
 
-N_CLASSES = 10
 N_PIXELS = 28 * 28
 
 

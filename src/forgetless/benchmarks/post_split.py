@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..data import ImageData
-from .base import Benchmark, Split, Task, select, split_train_valid, to_inputs
+from .base import Benchmark, Split, Task, labels_tensor, select, split_train_valid, to_inputs
 from .scenarios import check_scenario
 
 
@@ -19,7 +19,8 @@ def post_split(data: ImageData, *, scenario: str = "domain", seed: int = 0, vali
         valid_fraction: the share of each task's training images held out for validation (seeded).
 
     Raises:
-        ValueError: ``scenario`` is not ``"domain"`` — the only one this benchmark has.
+        ValueError: ``scenario`` is not ``"domain"`` — the only one this benchmark has; labels outside
+            0..9 (they would be targets beyond the 5-way head).
 
     Example:
         >>> import numpy as np
@@ -39,8 +40,9 @@ def post_split(data: ImageData, *, scenario: str = "domain", seed: int = 0, vali
             "protocol); for task- or class-incremental learning use split-mnist"
         )
     generator = torch.Generator().manual_seed(seed)
-    train_x, train_digits = to_inputs(data.train_images), torch.as_tensor(data.train_labels, dtype=torch.long)
-    test_x, test_digits = to_inputs(data.test_images), torch.as_tensor(data.test_labels, dtype=torch.long)
+    train_digits = labels_tensor(data.train_labels, data.source)
+    test_digits = labels_tensor(data.test_labels, data.source)
+    train_x, test_x = to_inputs(data.train_images), to_inputs(data.test_images)
     tasks = []
     for name, parity in (("A", 0), ("B", 1)):
         def keep(d: torch.Tensor, parity: int = parity) -> torch.Tensor:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -18,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 from torch import nn
 
-from ..data import DataError, load_fashion_mnist, load_mnist
+from ..data import load_fashion_mnist, load_mnist
 from ..models import image_mlp
 from ..options import Option, keyword_options
 from .base import Benchmark
@@ -144,16 +143,9 @@ def load_data(name: str, data_dir: str | os.PathLike[str] | None = None, *, down
     """The data benchmark ``name`` is built from: THE place the command line loads data.
 
     Raises:
-        DataError: the data cannot be found or read (one line saying how to fix it), or
-            ``download`` for a data set that cannot be downloaded.
+        DataError: the data cannot be found, read or identified (one line saying how to fix it).
     """
-    dataset = required_dataset(name)
-    loader = DATASETS[dataset]
-    if "download" in inspect.signature(loader).parameters:
-        return loader(data_dir, download=download)
-    if download:
-        raise DataError(f"--download: {name}'s data ({dataset}) cannot be downloaded; give --data-dir")
-    return loader(data_dir)
+    return DATASETS[required_dataset(name)](data_dir, download=download)
 
 
 def data_fingerprint(data: Any) -> str:

@@ -15,11 +15,10 @@ from __future__ import annotations
 import torch
 
 from ..data import ImageData
-from .base import Benchmark, Split, Task, select, split_train_valid, to_inputs
+from .base import N_CLASSES, Benchmark, Split, Task, labels_tensor, select, split_train_valid, to_inputs
 from .scenarios import check_scenario, n_outputs, target_offset, task_outputs
 
 CLASSES_PER_TASK = 2
-N_CLASSES = 10
 
 
 def split_benchmark(
@@ -93,11 +92,3 @@ def split_fashion(data: ImageData, *, scenario: str, seed: int = 0, valid_fracti
         ('split-fashion', 2, (0, 1), [0, 1])
     """
     return split_benchmark(data, name="split-fashion", scenario=scenario, seed=seed, valid_fraction=valid_fraction)
-
-
-def labels_tensor(labels, source: str) -> torch.Tensor:
-    """int64 tensor of class labels, checked to lie in 0..9 (a wrong data set fails here, clearly)."""
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= N_CLASSES):
-        raise ValueError(f"{source}: labels must lie in 0..{N_CLASSES - 1}, got {int(labels.min())}..{int(labels.max())}")
-    return labels

@@ -12,13 +12,13 @@ penalty; here the penalty uses the stored running Fisher as is, so their λ is o
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from torch import Tensor, nn
 
 from ..quadratic import quadratic_penalty
-from .base import Batches, OutputTransform, Regularizer, check_strength, snapshot, trainable_parameters
+from .base import Batches, OutputTransform, Regularizer, add_per_parameter, model_parameters, snapshot
+from .options import check_number, check_seed, check_strength
 from .task_fisher import FISHER_CHOICES, check_fisher_options, task_fisher
 
 
@@ -55,6 +55,8 @@ class OnlineEWC(Regularizer):
     strength_grid = tuple(10.0**k for k in range(0, 9))
     choices = FISHER_CHOICES
     _state_keys = ("importance", "anchor")
+    _consolidated_keys = ("anchor", "importance")
+    _nonnegative_keys = ("importance",)  # a (decayed) sum of Fishers
 
     def __init__(
         self,
@@ -66,15 +68,10 @@ class OnlineEWC(Regularizer):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        check_fisher_options(estimator, fisher_samples)
-        decay = float(decay)
-        if not (math.isfinite(decay) and 0.0 <= decay <= 1.0):
-            raise ValueError(f"decay must be in [0, 1], got {decay!r}")
         self.strength = check_strength("strength", strength)
-        self.decay = decay
-        self.estimator = estimator
-        self.fisher_samples = fisher_samples
-        self.seed = seed
+        self.decay = check_number("decay", decay, low=0.0, high=1.0, what="a number in [0, 1]")
+        self.estimator, self.fisher_samples = check_fisher_options(estimator, fisher_samples)
+        self.seed = check_seed("seed", seed)
         # F = Σ_s γ^{t−s} F_s and θ* = the parameters after the latest task.
         self.importance: dict[str, Tensor] = {}
         self.anchor: dict[str, Tensor] = {}
@@ -82,20 +79,20 @@ class OnlineEWC(Regularizer):
     def penalty(self, model: nn.Module) -> Tensor:
         if self.tasks_seen == 0:
             return self._zero(model)
-        return 0.5 * self.strength * quadratic_penalty(trainable_parameters(model), self.anchor, self.importance)
+        return 0.5 * self.strength * quadratic_penalty(model_parameters(model), self.anchor, self.importance)
 
     def consolidate(
         self, model: nn.Module, data: Batches | None = None, *, output_transform: OutputTransform | None = None
     ) -> None:
+        self._check_model(model)
         fisher = task_fisher(
             "OnlineEWC", model, data, estimator=self.estimator, fisher_samples=self.fisher_samples,
             seed=self.seed, task_index=self.tasks_seen, output_transform=output_transform,
         )
-        if self.tasks_seen == 0:
-            self.importance = fisher
-        else:
-            self.importance = {name: self.decay * self.importance[name] + fisher[name] for name in fisher}
-        self.anchor = snapshot(model)
+        # every protected parameter decays, frozen ones too; a new one starts from F = 0
+        decayed = {name: self.decay * f for name, f in self.importance.items()}
+        self.importance = add_per_parameter(decayed, fisher)
+        self.anchor = {**self.anchor, **snapshot(model)}
         self.tasks_seen += 1
 
     def hyperparameters(self) -> dict[str, Any]:
