@@ -67,7 +67,7 @@ def test_config_file_with_flags_overriding(data_dir, tmp_path):
         # issue 15: settings a run does not use, values that are not finite, a method's table
         ('benchmark = "split-mnist"\nn_tasks = 1000\n', "n_tasks is not a setting"),
         ('method = "si"\nlr = inf\n', "lr must be a finite number > 0, got inf"),
-        ('method = "si"\ndamping = inf\n', "damping must be a finite number >= 0, got inf"),
+        ('method = "si"\ndamping = inf\n', "damping must be a finite number > 0, got inf"),
         ('method = "si"\n[online-ewc]\nlambda = 3\n', "[online-ewc] lambda: not a setting of method online-ewc"),
     ],
 )

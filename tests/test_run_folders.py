@@ -134,7 +134,7 @@ def test_a_finished_run_is_reused_refused_or_overwritten(data_dir, tmp_path, cap
     (["--method", "naive", "--estimator", "sampled"], "estimator is not a setting of method naive"),
     (["--method", "si", "--n-tasks", "1000"], "n_tasks is not a setting of method si on split-mnist: it belongs to benchmark permuted-mnist"),
     (["--method", "mas", "--fisher-samples", "10"], "fisher_samples is not a setting of method mas"),
-    (["--method", "si", "--damping", "0"], "damping must be > 0"),
+    (["--method", "si", "--damping", "0"], "damping must be a finite number > 0, got 0.0"),
 ])
 def test_settings_a_run_does_not_use_are_refused_before_any_folder(extra, message, data_dir, tmp_path, capsys):
     out = tmp_path / "never"
