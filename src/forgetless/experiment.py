@@ -203,6 +203,8 @@ def aggregate(runs: list[SeedRun]) -> dict[str, dict[str, float]]:
         values = np.array([m[name] for m in per_seed], dtype=float)
         std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
         out[name] = {"mean": float(values.mean()), "std": std}
+    # NaN (null in JSON) without a validation split (valid_fraction = 0): nothing was scored.
     valid = np.array([r.valid_matrix[-1].mean() for r in runs])
-    out["valid_average_accuracy"] = {"mean": float(valid.mean()), "std": float(valid.std(ddof=1)) if len(valid) > 1 else 0.0}
+    spread = float(valid.std(ddof=1)) if len(valid) > 1 else (0.0 if np.isfinite(valid).all() else math.nan)
+    out["valid_average_accuracy"] = {"mean": float(valid.mean()), "std": spread}
     return out
