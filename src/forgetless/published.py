@@ -6,7 +6,7 @@ for continual learning", arXiv 1904.07734 (v1, April 2019), its tables of split 
 iterations per task) results: final average test accuracy (%) over all tasks, the mean over 20
 runs (seeds 1, 2, … of their code). Their protocol, cell by cell, with the code it comes from, is in
 ``results/vandeven2019/PROTOCOL.md``. It is not the 2022 Nature Machine Intelligence paper by van de
-Ven, Tuytelaars & Tolias ("Three types of incremental learning"), whose numbers differ.
+Ven, Tuytelaars & Tolias ("Three types of incremental learning"), a later paper with later code.
 
 The tables give each mean with its standard error (SEM over the runs); the SEMs have not been
 transcribed here yet (``sem=None``), so nothing may compare against them until they are.
