@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 
 from .experiment import BenchmarkFactory, Progress, execute
 from .files import write_atomic, write_json
-from .published import published
+from .published import SOURCES, published
 from .report import pm
 from .run_config import RunConfig
 from .runs import Interrupted, check_usable, claimed, reusable
@@ -70,7 +70,7 @@ def compare_report(results: dict[str, dict[str, Any]]) -> str:
         strength = "" if r["strength"] is None else f"{r['strength']:g}"
         lines.append(f"| {r['method']} | {strength} | {r['seeds']} | {pm(r['average_accuracy'])} | "
                      f"{pm(r['average_forgetting'])} | {pm(r['backward_transfer'])} | {fwt} | {ref} |")
-    lines += ["", "Published: van de Ven, Tuytelaars & Tolias 2019 (arXiv 1904.07734), where they report the cell."]
+    lines += ["", f"Published: {SOURCES['vandeven2019']}, mean over 20 runs, where the paper reports the cell."]
     return "\n".join(lines) + "\n"
 
 

@@ -28,6 +28,9 @@ from .training import accuracy, adam, train_joint, train_task
 
 Progress = Callable[[str, int], Callable[[], None]]   # progress(label, total) -> per-step callback
 BenchmarkFactory = Callable[[int], Benchmark]         # seed -> the benchmark built with it
+SELECTION = "hyperparameters chosen on validation data held out of the training sets; accuracies are on the test sets"
+SELECTION_NONE = ("no validation split (valid_fraction = 0): trained on all training data with the hyperparameters "
+                  "given; accuracies are on the test sets")
 # Copies of the parameters training may hold at once: weights, gradients, Adam's two moments and
 # up to four a regularizer keeps (SI during a task: Ω, θ*, ω and θ before the step).
 PARAMETER_COPIES = 8
@@ -151,8 +154,7 @@ def run_experiment(config: RunConfig, make_bench: BenchmarkFactory, progress: Pr
         "mean_accuracy_matrix": mean.tolist(),
         "std_accuracy_matrix": std.tolist(),  # sample std over seeds, as every std in results
         "strength_search": search.as_dict() if search else None,
-        "selection": "hyperparameters chosen on validation data held out of the training sets; "
-                     "accuracies are on the test sets",
+        "selection": SELECTION_NONE if config.benchmark_options().get("valid_fraction") == 0 else SELECTION,
     }
 
 
@@ -193,5 +195,7 @@ def aggregate(runs: list[SeedRun]) -> dict[str, dict[str, float]]:
     """Each metric over seeds (:func:`forgetless.stats.over_seeds`), and the validation average accuracy."""
     per_seed = [metrics.summarize(r.accuracy_matrix, r.baseline) for r in runs]
     out = {name: over_seeds([m[name] for m in per_seed]) for name in per_seed[0]}
-    out["valid_average_accuracy"] = over_seeds([metrics.average_accuracy(r.valid_matrix) for r in runs])
+    # NaN (null in JSON) without a validation split (valid_fraction = 0): nothing was scored; the
+    # metrics refuse NaN, so the last row's mean is taken here
+    out["valid_average_accuracy"] = over_seeds([float(np.mean(r.valid_matrix[-1])) for r in runs])
     return out

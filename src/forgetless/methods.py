@@ -22,9 +22,9 @@ class Method:
     Example:
         >>> m = METHODS["online-ewc"]
         >>> m.default_strength, sorted(m.options), m.takes("decay"), METHODS["si"].takes("decay")
-        (1000.0, ['decay', 'estimator', 'fisher_samples'], True, False)
+        (1000.0, ['decay', 'decay_in_penalty', 'estimator', 'fisher_samples'], True, False)
         >>> m.build(10.0, {"decay": 0.5}, seed=3)
-        OnlineEWC(strength=10.0, decay=0.5, estimator='exact', fisher_samples=None, seed=3)
+        OnlineEWC(strength=10.0, decay=0.5, decay_in_penalty=False, estimator='exact', fisher_samples=None, seed=3)
         >>> METHODS["mas"].build(1.0, {"fisher_samples": 100}, seed=0)
         Traceback (most recent call last):
         ...

@@ -27,6 +27,8 @@ from .options import Option
 from .strength import check_grid
 
 AUTO = "auto"  # strength = "auto": search the method's grid on validation data
+NO_VALIDATION = ("strength 'auto' chooses the strength on validation data, but valid_fraction = 0 holds none out: "
+                 "give the strength (e.g. --strength 1e6), or a valid_fraction > 0")
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ class RunConfig:
         if not 0 < self.lr < math.inf:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         object.__setattr__(self, "options", self._checked_options())
+        if self.auto and self.benchmark_options().get("valid_fraction") == 0:
+            raise ValueError(NO_VALIDATION)
         # The method checks its own values (e.g. decay in [0, 1], damping finite): build it once now.
         method.build(None if self.auto else self.strength, self.method_options(), seed=0)
 

@@ -9,7 +9,8 @@ import numpy as np
 
 def over_seeds(values: Sequence[float]) -> dict[str, float]:
     """Mean, sample standard deviation (ddof=1; 0 with one seed), standard error of the mean and
-    the number of seeds ``n``. A NaN value (an undefined metric) makes mean, std and sem NaN.
+    the number of seeds ``n``. A NaN value (an undefined metric, e.g. a validation score without a
+    validation split) makes mean, std and sem NaN.
 
     Example:
         >>> s = over_seeds([0.5, 0.7, 0.9])
@@ -21,7 +22,8 @@ def over_seeds(values: Sequence[float]) -> dict[str, float]:
     a = np.asarray(values, dtype=float)
     if a.ndim != 1 or len(a) == 0:
         raise ValueError(f"over_seeds needs a non-empty list of values, got shape {a.shape}")
-    std = float(a.std(ddof=1)) if len(a) > 1 else 0.0
+    # one seed: no spread to measure (0), unless the value itself is undefined
+    std = float(a.std(ddof=1)) if len(a) > 1 else (0.0 if np.isfinite(a).all() else math.nan)
     return {"mean": float(a.mean()), "std": std, "sem": std / math.sqrt(len(a)), "n": len(a)}
 
 

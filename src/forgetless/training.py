@@ -108,7 +108,16 @@ def _cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
 def accuracy(model: nn.Module, data: Split, *, output_transform: OutputTransform | None = None, batch_size: int = 4096) -> float:
     """Fraction of ``data``'s targets predicted right (argmax of the last dimension: a class per sample,
     or one per position of (N, T, C) outputs, where a target of -100 does not count), in eval mode
-    (mode restored afterwards)."""
+    (mode restored afterwards).
+
+    NaN when there is nothing to score (e.g. the empty validation split of a run with
+    ``valid_fraction=0``): 0.0 would read as a measurement.
+
+    Example:
+        >>> model = nn.Linear(2, 2)
+        >>> accuracy(model, Split(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)))
+        nan
+    """
     was_training = model.training
     model.eval()
     try:
@@ -120,7 +129,7 @@ def accuracy(model: nn.Module, data: Split, *, output_transform: OutputTransform
             counts = y != -100
             correct += int(((logits.argmax(dim=-1) == y) & counts).sum())
             counted += int(counts.sum())
-        return correct / max(1, counted)
+        return correct / counted if counted else math.nan
     finally:
         model.train(was_training)
 

@@ -14,7 +14,7 @@ from .registry import (
     supported_scenarios,
 )
 from .scenarios import SCENARIOS, SelectOutputs, eval_output_transform, task_output_transform
-from .split import split_fashion, split_mnist
+from .split import TASK_ORDERS, class_order, split_fashion, split_mnist
 
 __all__ = [
     "BENCHMARKS",
@@ -22,8 +22,10 @@ __all__ = [
     "Benchmark",
     "SelectOutputs",
     "Split",
+    "TASK_ORDERS",
     "Task",
     "benchmark_options",
+    "class_order",
     "data_fingerprint",
     "eval_output_transform",
     "load_data",

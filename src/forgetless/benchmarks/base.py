@@ -11,7 +11,7 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Split:
-    """Inputs (float32, N×784, pixels in [0, 1]) and targets (int64 indices into the task's outputs)."""
+    """Inputs (float32, N×D, pixels in [0, 1]; D = 784 for 28×28 images) and targets (int64 indices into the task's outputs)."""
 
     x: Tensor
     y: Tensor
@@ -76,9 +76,25 @@ def to_inputs(images: np.ndarray) -> Tensor:
 def split_train_valid(
     x: Tensor, y: Tensor, valid_fraction: float, generator: torch.Generator
 ) -> tuple[Split, Split]:
-    """Hold a seeded random ``valid_fraction`` out of the training data for model selection."""
-    if not 0.0 < valid_fraction < 1.0:
-        raise ValueError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
+    """Hold a seeded random ``valid_fraction`` out of the training data for model selection.
+
+    ``valid_fraction=0`` trains on all of it (van de Ven & Tolias's protocol, hyperparameters
+    given rather than searched): the validation split is then empty and the training split is the
+    data as given, in order, without drawing from ``generator``.
+
+    Example:
+        >>> x, y = torch.arange(10.0).reshape(10, 1), torch.arange(10)
+        >>> train, valid = split_train_valid(x, y, 0.2, torch.Generator().manual_seed(0))
+        >>> len(train), len(valid)
+        (8, 2)
+        >>> train, valid = split_train_valid(x, y, 0.0, torch.Generator())
+        >>> len(train), len(valid), tuple(valid.x.shape)
+        (10, 0, (0, 1))
+    """
+    if not 0.0 <= valid_fraction < 1.0:
+        raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
+    if valid_fraction == 0.0:
+        return Split(x, y), Split(x[:0], y[:0])
     order = torch.randperm(len(y), generator=generator)
     n_valid = max(1, int(round(valid_fraction * len(y))))
     valid, train = order[:n_valid], order[n_valid:]

@@ -84,7 +84,9 @@ def benchmark_options(name: str) -> dict[str, Any]:
 
     Example:
         >>> benchmark_options("permuted-mnist")
-        {'n_tasks': 10, 'valid_fraction': 0.1, 'permute_first': False}
+        {'n_tasks': 10, 'valid_fraction': 0.1, 'permute_first': False, 'padding': 0}
+        >>> benchmark_options("split-mnist")
+        {'valid_fraction': 0.1, 'task_order': 'fixed'}
     """
     return {k: o.default for k, o in benchmark_option_specs(name).items()}
 
@@ -124,7 +126,7 @@ def make_benchmark(name: str, data: Any, *, scenario: str, seed: int = 0, **opti
         >>> make_benchmark("split-mnist", data, scenario="domain", n_tasks=2)
         Traceback (most recent call last):
         ...
-        ValueError: unknown option for split-mnist: n_tasks; valid options: valid_fraction
+        ValueError: unknown option for split-mnist: n_tasks; valid options: valid_fraction, task_order
     """
     build = entry(name).build
     check_scenario(scenario)

@@ -5,14 +5,15 @@ change it made, a running estimate of how much parameter i lowered the loss. At 
 task Ω_i += ω_i / ((θ_i(end) − θ_i(start))² + ξ) and θ* ← θ(end); later tasks add
 c·Σ_i Ω_i (θ_i − θ*_i)².
 
-Conventions (those of van de Ven et al.'s reference code, ``continual-learning``):
+Conventions (those of van de Ven & Tolias's code for arXiv 1904.07734, ``continual-learning`` @86802a8,
+``continual_learner.py`` and ``train.py``; ξ = 0.1 there too):
 
 - the penalty is c·Σ Ω (θ−θ*)², no ½, as in Zenke et al.'s surrogate loss; c·Ω plays the role of
   EWC's (λ/2)·F, so ``strength`` values do not carry over between the two;
 - g is the parameter's ``.grad`` when ``after_step`` runs (and ``before_step``, if called), i.e. the gradient of whatever was
   backpropagated (with the usual loop, task loss + SI penalty). Zenke et al.'s code uses the
   gradient of the task loss alone;
-- Ω is not clipped at 0 (Zenke et al.'s code applies a ReLU; van de Ven's does not): a parameter
+- Ω is not clipped at 0 (Zenke et al.'s code applies a ReLU; van de Ven & Tolias's does not): a parameter
   whose steps raised the loss on balance gets a negative Ω, so a saved SI state may hold negative
   importances (finite ones: NaN or ±inf is refused when a state is loaded, as for every method).
 
