@@ -72,10 +72,11 @@ def wait_for(condition, timeout: float = 120.0) -> None:
         time.sleep(0.2)
 
 
-def workers_training(proc: subprocess.Popen, folders, count: int = 2) -> set[int]:
-    """Wait until ``count`` workers run and a run folder is INCOMPLETE; the workers' pids."""
+def workers_training(proc: subprocess.Popen, folders, count: int = 2, settle: float = 1.0) -> set[int]:
+    """Wait until ``count`` workers run and a run folder is INCOMPLETE, then ``settle`` seconds
+    (inside training; 0: the workers may still be starting); the workers' pids."""
     wait_for(lambda: len(children(proc.pid)) >= count and any((f / runs.INCOMPLETE).exists() for f in folders()))
-    time.sleep(1.0)  # inside training
+    time.sleep(settle)
     return children(proc.pid)
 
 
@@ -123,12 +124,12 @@ def test_sweep_sigterm_stops_the_workers_and_frees_the_run_folders(data_dir, tmp
             pass
 
 
-def _seed(data_dir: Path, tmp_path: Path) -> tuple[subprocess.Popen, set[int], Path]:
-    """A long ``forgetless seed`` in two workers, once they train."""
+def _seed(data_dir: Path, tmp_path: Path, settle: float = 1.0) -> tuple[subprocess.Popen, set[int], Path]:
+    """A long ``forgetless seed`` in two workers, once they are started."""
     out = tmp_path / "seed"
     proc = start(["seed", "--data-dir", str(data_dir), "--epochs", "500", "--strength", "10", "--workers", "2",
                   "--out", str(out)], tmp_path)
-    return proc, workers_training(proc, lambda: [out]), out
+    return proc, workers_training(proc, lambda: [out], settle=settle), out
 
 
 def test_seed_workers_die_with_a_killed_parent(data_dir, tmp_path):
@@ -141,7 +142,7 @@ def test_seed_workers_die_with_a_killed_parent(data_dir, tmp_path):
 
 
 def test_seed_twice_ctrl_c_stops_at_once_and_leaves_no_worker(data_dir, tmp_path):
-    proc, workers, _ = _seed(data_dir, tmp_path)
+    proc, workers, _ = _seed(data_dir, tmp_path, settle=0)  # while the workers start: they ignore it too
     os.killpg(proc.pid, signal.SIGINT)
     time.sleep(0.3)
     os.killpg(proc.pid, signal.SIGINT)

@@ -46,7 +46,10 @@ class WorkerPool:
                                         initargs=(os.getpid(), self.counter, initializer, initargs))
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
-        return self.pool.submit(fn, *args)
+        # The pool may spawn a worker here: spawned with SIGINT ignored, it keeps ignoring it from its
+        # first instruction (Python leaves an inherited SIG_IGN alone), even while it imports torch.
+        with _sigint_ignored():
+            return self.pool.submit(fn, *args)
 
     def wait(self, futures: Iterable[Future]) -> set[Future]:
         """Block until at least one of ``futures`` is done, reporting progress meanwhile."""
@@ -76,10 +79,7 @@ class WorkerPool:
             self._report()
             return
         processes = list((self.pool._processes or {}).values())  # noqa: SLF001 - the pool exposes no other handle
-        main = threading.current_thread() is threading.main_thread()
-        # stopping takes a moment: a second Ctrl-C meanwhile must not leave it half done
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
-        try:
+        with _sigint_ignored():  # stopping takes a moment: a second Ctrl-C meanwhile must not leave it half done
             for process in processes:
                 process.terminate()
             self.pool.shutdown(wait=False, cancel_futures=True)
@@ -88,15 +88,25 @@ class WorkerPool:
                 if process.is_alive():
                     process.kill()
                     process.join(timeout=2)
-        finally:
-            if main:
-                signal.signal(signal.SIGINT, previous)
 
     def __enter__(self) -> WorkerPool:
         return self
 
     def __exit__(self, kind, error, traceback) -> None:
         self.close(abort=kind is not None)
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ctrl-C ignored in this block (in the main thread, the only one signals reach)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _start_worker(parent: int, counter: Any, initializer: Callable[..., None] | None, initargs: tuple) -> None:
