@@ -127,11 +127,7 @@ def split_mnist(
 def split_fashion(
     data: ImageData, *, scenario: str, seed: int = 0, valid_fraction: float = 0.1, task_order: str = "fixed"
 ) -> Benchmark:
-    """Split Fashion-MNIST: the same construction as :func:`split_mnist` on Fashion-MNIST.
-
-    Args:
-        valid_fraction: the share of each task's training images held out for validation (seeded; 0: none).
-        task_order: which classes pair up, in which order: fixed (0/1 … 8/9) or vandeven2019 (their per-seed order).
+    """Split Fashion-MNIST: the same construction, and options, as :func:`split_mnist` on Fashion-MNIST.
 
     Example:
         >>> import numpy as np
