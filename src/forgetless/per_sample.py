@@ -7,14 +7,14 @@ space, chosen by the caller from z); the engine returns, for every trainable par
 
 i.e. the per-sample gradient of ⟨z_n, v_{n,k}⟩ reduced elementwise, without a loop over samples:
 
-* ``nn.Linear`` / ``nn.Conv2d`` (groups=1, zero padding): forward hooks keep each call's input a and
-  output; one backward pass gives every sample's gradient g w.r.t. those outputs, for all K cotangents
-  at once (``is_grads_batched``: measured ~2x faster than K backward passes with retain_graph). The
-  per-sample weight gradient is g aᵀ, so for a Linear Σ_n ρ(g_n a_nᵀ) = ρ(g)ᵀ ρ(a) is a single matmul
-  (and Σ_k ρ(g_k) goes inside it): no per-sample gradient is materialised. When the gradient sums over
-  positions (sequences, Conv2d, a module called twice) the sum must come before ρ: per-sample
-  gradients are formed with einsum, chunk by chunk.
-* Every other parameter (LayerNorm, Embedding, a bare nn.Parameter, a tied or functionally-used weight):
+* Modules with a rule in :data:`forgetless.layer_rules.LAYER_RULES` (``nn.Linear``, ``nn.Conv2d``,
+  ``nn.Embedding``, ``nn.LayerNorm``): forward hooks keep each call's input a and output; one
+  backward pass gives every sample's gradient g w.r.t. those outputs, for all K cotangents at once
+  (``is_grads_batched``: measured ~2x faster than K backward passes with retain_graph); the layer's
+  rule reduces them without materialising per-sample gradients where its algebra allows (for a
+  Linear, Σ_n ρ(g_n a_nᵀ) = ρ(g)ᵀ ρ(a) is a single matmul). When the gradient sums over positions
+  (sequences, Conv2d, a module called twice) the sum comes before ρ.
+* Every other parameter (a module without a rule, a bare nn.Parameter, a tied or functionally-used weight):
   ``torch.func`` (functional_call + vmap + vjp), per sample, correct for any vmap-able model.
 
 Samples must not interact: the model is put in eval mode, BatchNorm using batch statistics is refused,
@@ -30,6 +30,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
+
+from .layer_rules import rule_for
 
 Batches = Iterable[tuple[Tensor, Tensor]]
 OutputTransform = Callable[[Tensor], Tensor]
@@ -144,13 +146,6 @@ class _Call:
         return (self.input._version, self.output._version) != self.versions
 
 
-def _supported(m: nn.Module) -> bool:
-    if type(m).forward is nn.Linear.forward and isinstance(m, nn.Linear):
-        return True
-    return (type(m).forward is nn.Conv2d.forward and isinstance(m, nn.Conv2d) and m.groups == 1
-            and m.padding_mode == "zeros" and not isinstance(m.padding, str))
-
-
 def _fast_candidates(model: nn.Module, params: dict[str, Tensor]) -> dict[nn.Module, dict[str, str]]:
     """Supported modules -> {attr: param name}, for trainable parameters owned by that module alone."""
     owners: dict[int, set[tuple[int, str]]] = {}
@@ -160,10 +155,11 @@ def _fast_candidates(model: nn.Module, params: dict[str, Tensor]) -> dict[nn.Mod
     name_of = {id(p): name for name, p in params.items()}
     out: dict[nn.Module, dict[str, str]] = {}
     for m in model.modules():
-        if not _supported(m):
+        rule = rule_for(m)
+        if rule is None:
             continue
-        mine = {attr: name_of[id(p)] for attr, p in (("weight", m.weight), ("bias", m.bias))
-                if p is not None and id(p) in name_of and len(owners[id(p)]) == 1}
+        mine = {attr: name_of[id(p)] for attr in rule.params if (p := getattr(m, attr, None)) is not None
+                and id(p) in name_of and len(owners[id(p)]) == 1}
         if mine:
             out[m] = mine
     return out
@@ -254,43 +250,11 @@ def _fast_sums(z, v, fast, calls, rho) -> dict[str, Tensor]:
             i = 0
             for m, names in fast.items():
                 cs = calls[m]
-                reduce_layer = _linear_sums if isinstance(m, nn.Linear) else _conv2d_sums
-                part = reduce_layer(m, [c.input for c in cs], grads[i:i + len(cs)], rho)
+                part = rule_for(m).elementwise(m, [c.input for c in cs], grads[i:i + len(cs)], rho)
                 i += len(cs)
                 for attr, name in names.items():
                     sums[name] = sums[name] + part[attr] if name in sums else part[attr]
     return sums
-
-
-def _linear_sums(m: nn.Linear, inputs: list[Tensor], grads: list[Tensor], rho) -> dict[str, Tensor]:
-    """Σ_{n,k} ρ of the per-sample gradients of weight (g aᵀ) and bias (g); grads: (K, N, ..., out)."""
-    k, n = grads[0].shape[:2]
-    if len(inputs) == 1 and inputs[0].dim() == 2:
-        s = rho(grads[0]).sum(0)                       # (N, out): Σ_k ρ(g)
-        return {"weight": s.T @ rho(inputs[0]), "bias": s.sum(0)}
-    # positions (sequence steps, repeated calls) sum inside the per-sample gradient, before ρ
-    a = torch.cat([t.reshape(n, -1, m.in_features) for t in inputs], 1)
-    g = torch.cat([t.reshape(k, n, -1, m.out_features) for t in grads], 2)
-    w = a.new_zeros(m.out_features, m.in_features)
-    step = max(1, _BUDGET // (k * w.numel()))
-    for i in range(0, n, step):
-        w += rho(torch.einsum("knto,nti->knoi", g[:, i:i + step], a[i:i + step])).sum((0, 1))
-    return {"weight": w, "bias": rho(g.sum(2)).sum((0, 1))}
-
-
-def _conv2d_sums(m: nn.Conv2d, inputs: list[Tensor], grads: list[Tensor], rho) -> dict[str, Tensor]:
-    """Per-sample Conv2d gradients: unfold the input, sum patches × output grads over positions, then ρ."""
-    k, n = grads[0].shape[:2]
-    w = inputs[0].new_zeros(m.out_channels, m.weight[0].numel())
-    cols_per_sample = sum(t[0].numel() * m.weight[0, 0].numel() for t in inputs)
-    step = max(1, _BUDGET // max(k * w.numel(), cols_per_sample))
-    for i in range(0, n, step):
-        cols = torch.cat([F.unfold(t[i:i + step], m.kernel_size, m.dilation, m.padding, m.stride)
-                          for t in inputs], 2)                                 # (n, Cin·kh·kw, L)
-        g = torch.cat([t[:, i:i + step].flatten(3) for t in grads], 3)        # (K, n, Cout, L)
-        w += rho(torch.einsum("kncl,nil->knci", g, cols)).sum((0, 1))
-    bias = rho(torch.cat([t.flatten(3) for t in grads], 3).sum(3)).sum((0, 1))
-    return {"weight": w.view_as(m.weight), "bias": bias}
 
 
 def _generic_sums(model, x, v, names, rho, transform) -> dict[str, Tensor]:
