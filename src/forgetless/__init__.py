@@ -7,8 +7,8 @@
 
 Importing this package pulls in torch and nothing heavier (no matplotlib).
 """
-from .fisher import ESTIMATORS, fisher_diagonal
-from .quadratic import merge_quadratic, quadratic_penalty
+from .fisher import ESTIMATORS, KFAC_ESTIMATORS, KroneckerFisher, fisher_diagonal, fisher_kfac
+from .quadratic import KroneckerTerm, kronecker_penalty, merge_kronecker, merge_quadratic, quadratic_penalty
 from .regularizers import EWC, L2, REGULARIZERS, Regularizer
 from .regularizers import MAS, SI, OnlineEWC
 from . import metrics
@@ -18,7 +18,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ESTIMATORS",
+    "KFAC_ESTIMATORS",
     "EWC",
+    "KroneckerFisher",
+    "KroneckerTerm",
     "L2",
     "MAS",
     "OnlineEWC",
@@ -27,7 +30,10 @@ __all__ = [
     "SI",
     "StateFileError",
     "fisher_diagonal",
+    "fisher_kfac",
+    "kronecker_penalty",
     "load",
+    "merge_kronecker",
     "merge_quadratic",
     "metrics",
     "quadratic_penalty",

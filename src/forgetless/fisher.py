@@ -1,4 +1,4 @@
-"""The diagonal Fisher information of a classifier: THE place it is computed.
+"""The Fisher information of a classifier, diagonal or Kronecker-factored: THE place it is computed.
 
     F_i = E_x E_{y ~ p_θ(·|x)} [(∂ log p_θ(y|x) / ∂θ_i)²]
 
@@ -14,20 +14,28 @@ per-sample engine (:mod:`forgetless.per_sample`):
 * ``batched``: (∂ mean_b −log p(y_n|x_n) / ∂θ)² per mini-batch b, averaged over batches. This is what
   several libraries compute. It is NOT the Fisher (a square of a mean, not a mean of squares, and it
   depends on the batch size); provided for comparison only.
+
+The estimator says which labels; the structure says which matrix. :func:`fisher_kfac` takes the same
+estimators (but ``batched``, which has no per-sample gradient to factor) and keeps, per Linear and
+Conv2d layer, the Kronecker factors of K-FAC (Martens & Grosse 2015; KFC, Grosse & Martens 2016 for
+convolutions): F_layer ≈ G ⊗ A with A = E[ā āᵀ] over the layer's inputs ā = (a, 1) and
+G = E[Σ_y w_y g gᵀ] over g = ∂ log p(y|x)/∂(layer output), the same cotangents as the diagonal.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .per_sample import average_over_data, reduce_per_sample
+from .per_sample import average_over_data, kronecker_layers, per_sample_kronecker, reduce_per_sample
+from .quadratic import bias_name
 
 ESTIMATORS = ("exact", "sampled", "empirical", "batched")
+KFAC_ESTIMATORS = tuple(e for e in ESTIMATORS if e != "batched")
 
-__all__ = ["ESTIMATORS", "fisher_diagonal"]
+__all__ = ["ESTIMATORS", "KFAC_ESTIMATORS", "KroneckerFisher", "fisher_diagonal", "fisher_kfac"]
 
 
 def fisher_diagonal(
@@ -89,6 +97,99 @@ def fisher_diagonal(
         model, data, _score_cotangents(estimator, generator), reduce="square",
         output_transform=output_transform, max_samples=max_samples, progress=progress, desc=desc,
     )
+
+
+class KroneckerFisher(NamedTuple):
+    """The Fisher with one Kronecker-factored block per Linear/Conv2d layer, the diagonal elsewhere.
+
+    Attributes:
+        factors: weight name -> (A, G), symmetric: the block of (weight, bias) is ``torch.kron(G, A)``
+            for the weight flattened to (out, in) (a Conv2d's to (out, in·kh·kw)) with the bias as a
+            last column, vec() reading rows; A has that bias row and column when the layer's bias is
+            trainable (see :class:`forgetless.quadratic.KroneckerTerm`).
+        diagonal: every other trainable parameter -> its diagonal Fisher, as :func:`fisher_diagonal`.
+    """
+
+    factors: dict[str, tuple[Tensor, Tensor]]
+    diagonal: dict[str, Tensor]
+
+
+def fisher_kfac(
+    model: nn.Module,
+    data: Iterable[tuple[Tensor, Tensor]] | tuple[Tensor, Tensor],
+    *,
+    estimator: str = "exact",
+    output_transform: Callable[[Tensor], Tensor] | None = None,
+    generator: torch.Generator | None = None,
+    max_samples: int | None = None,
+    progress: bool = False,
+) -> KroneckerFisher:
+    """Kronecker-factored Fisher of a classifier ``model`` (logits out), averaged over ``data``.
+
+    For every ``nn.Linear`` and ``nn.Conv2d`` (groups=1, zero padding) whose weight is trainable and
+    its own, A = E[ā āᵀ] and G = E[Σ_y w_y g gᵀ] (module docstring), from one pass of the per-sample
+    engine; every other trainable parameter (LayerNorm, Embedding, a tied or functionally used weight, a
+    bias whose weight is frozen) gets its diagonal Fisher in the same pass, so any model works. A layer
+    called at several positions (a sequence (N, T, in), a convolution's patches, a repeated call)
+    follows the "expand" convention (:mod:`forgetless.layer_rules`): A averages ā āᵀ over positions,
+    G sums g gᵀ over them. Arguments, eval mode and ``torch.distributed`` as for
+    :func:`fisher_diagonal` (sums and sample counts all-reduced, then divided).
+
+    Args:
+        estimator: ``exact`` (default: the C−1 cotangents, so G is the expectation over y ~ p(·|x)),
+            ``sampled`` or ``empirical``; ``batched`` has no per-sample gradient and is refused.
+
+    Raises:
+        ValueError: unknown or ``batched`` estimator, empty data, targets out of range, non-finite outputs.
+
+    Example:
+        >>> torch.manual_seed(0) and None
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        >>> fisher = fisher_kfac(model, (torch.randn(100, 4), torch.randint(0, 3, (100,))))
+        >>> {name: (tuple(a.shape), tuple(g.shape)) for name, (a, g) in fisher.factors.items()}
+        {'0.weight': ((5, 5), (8, 8)), '2.weight': ((9, 9), (3, 3))}
+        >>> fisher.diagonal
+        {}
+    """
+    if estimator not in KFAC_ESTIMATORS:
+        hint = " (a square of a batch's mean gradient has no Kronecker factors)" if estimator == "batched" else ""
+        raise ValueError(f"unknown Fisher estimator {estimator!r} for fisher_kfac{hint}; choose one of "
+                         f"{', '.join(KFAC_ESTIMATORS)}")
+    if estimator == "sampled" and generator is None:
+        generator = torch.Generator().manual_seed(0)
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    layers = kronecker_layers(model)
+    like: dict = dict(params)
+    for weight, (a_size, g_size) in layers.items():
+        w = params[weight]
+        like[(weight, "A")] = w.new_empty(a_size, a_size)
+        like[(weight, "G")] = w.new_empty(g_size, g_size)
+        like[(weight, "factored")] = w.new_empty(())   # fraction of the samples on which it was
+    cotangents = _score_cotangents(estimator, generator)
+
+    def batch(x: Tensor, y: Tensor, first: bool):
+        factors, squares = per_sample_kronecker(model, x, y, cotangents, output_transform=output_transform,
+                                                check_independence=first)
+        for weight, (a, g) in factors.items():
+            squares.update({(weight, "A"): a, (weight, "G"): g, (weight, "factored"): a.new_tensor(float(len(x)))})
+        return squares, len(x)
+
+    mean = average_over_data(model, data, batch, like=like, max_samples=max_samples, progress=progress,
+                             desc=f"K-FAC Fisher ({estimator})")
+    factors = {}
+    for weight, (a_size, _) in layers.items():
+        share = float(mean.pop((weight, "factored")))
+        a, g = mean.pop((weight, "A")), mean.pop((weight, "G"))
+        if share == 0:
+            continue
+        if share != 1:
+            raise ValueError(f"layer {weight!r} was Kronecker-factored on some batches and not on others "
+                             "(its calls or the batch dimension changed between batches)")
+        factors[weight] = ((a + a.T) / 2, (g + g.T) / 2)
+        del mean[weight]
+        if a_size > params[weight][0].numel():
+            del mean[bias_name(weight)]
+    return KroneckerFisher(factors, mean)
 
 
 def _score_cotangents(estimator: str, generator: torch.Generator | None):

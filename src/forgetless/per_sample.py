@@ -41,7 +41,8 @@ BatchSums = Callable[[Tensor, Tensor, bool], tuple[dict[str, Tensor], float]]
 WHOLE_DATASET_BATCH = 512   # an (X, Y) pair of tensors is read in batches of this size
 _BUDGET = 1 << 24           # elements (64 MiB in float32) for any per-sample intermediate
 
-__all__ = ["output_norm_sensitivity", "reduce_per_sample", "per_sample_sums", "average_over_data"]
+__all__ = ["output_norm_sensitivity", "reduce_per_sample", "per_sample_sums", "per_sample_kronecker",
+           "kronecker_layers", "average_over_data"]
 
 
 def output_norm_sensitivity(
@@ -114,23 +115,94 @@ def per_sample_sums(
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if not params:
         return {}
-    candidates = _fast_candidates(model, params)
-    with torch.enable_grad():
-        z, calls = _forward_capturing(model, x, candidates, output_transform)
-    n = z.shape[0]
-    if check_independence and n > 2:
-        _check_independent(model, x[:2], z[:2].detach(), output_transform)
-    fast = _validate_fast(candidates, calls, z, n)
-    v = cotangents(z.detach(), y)
-    if v.dim() != 3 or v.shape[1:] != z.shape:
-        raise ValueError(f"cotangents must have shape (K, {n}, {z.shape[1]}), got {tuple(v.shape)}")
-
+    z, calls, fast, v = _forward_and_cotangents(model, x, y, params, cotangents, output_transform, check_independence)
     sums = _fast_sums(z, v, fast, calls, rho) if fast else {}
     del z, calls  # free the graph and the captured activations before the generic pass
     generic = [name for name in params if name not in sums]
     if generic:
         sums.update(_generic_sums(model, x, v, generic, rho, output_transform))
     return {name: sums[name] for name in params}
+
+
+def per_sample_kronecker(
+    model: nn.Module, x: Tensor, y: Tensor, cotangents: Cotangents, *,
+    output_transform: OutputTransform | None = None, check_independence: bool = False,
+) -> tuple[dict[str, tuple[Tensor, Tensor]], dict[str, Tensor]]:
+    """Over one batch, Kronecker factor sums for the layers whose rule has them, Σ squares for the rest.
+
+    Returns ``(factors, squares)``: ``factors`` maps a factored layer's weight name to
+    (Σ_n A_n, Σ_n Σ_k G_n) (see :class:`forgetless.layer_rules.KroneckerRule`; A has a bias row and
+    column when the layer's bias is trainable and its own); ``squares`` is :func:`per_sample_sums`
+    with ``reduce="square"`` for every other trainable parameter. No averaging. Same passes as
+    :func:`per_sample_sums`: one forward with hooks, the backward passes for the cotangents.
+    """
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if not params:
+        return {}, {}
+    z, calls, fast, v = _forward_and_cotangents(model, x, y, params, cotangents, output_transform, check_independence)
+    blocks = {m: names for m, names in fast.items() if "weight" in names and rule_for(m).kronecker is not None}
+    factors: dict[str, tuple[Tensor, Tensor]] = {}
+    with torch.no_grad():
+        inputs = {m: rule_for(m).kronecker.input_factor(m, [c.input for c in calls[m]], "bias" in names)
+                  for m, names in blocks.items()}
+    squares: dict[str, Tensor] = {}
+    outputs = {}
+    for part in _output_gradients(z, v, fast, calls):
+        for m, names in fast.items():
+            grads = part[m]
+            with torch.no_grad():
+                if m in blocks:
+                    g = rule_for(m).kronecker.output_factor(m, grads)
+                    outputs[m] = outputs[m] + g if m in outputs else g
+                    continue
+                sums = rule_for(m).elementwise(m, [c.input for c in calls[m]], grads, torch.square)
+            for attr, name in names.items():
+                squares[name] = squares[name] + sums[attr] if name in squares else sums[attr]
+    del z, calls
+    for m, names in blocks.items():
+        factors[names["weight"]] = (inputs[m], outputs[m])
+    covered = {name for names in blocks.values() for name in names.values()} | set(squares)
+    generic = [name for name in params if name not in covered]
+    if generic:
+        squares.update(_generic_sums(model, x, v, generic, torch.square, output_transform))
+    return factors, squares
+
+
+def kronecker_layers(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """Weight name -> (size of A, size of G) for every layer :func:`per_sample_kronecker` may factor.
+
+    That is every module whose rule has Kronecker factors and whose weight is trainable and its own;
+    A counts the bias when the bias is too. Whether a layer IS factored on a batch is decided there,
+    at run time (e.g. a weight also used outside the module's calls is not).
+
+    Example:
+        >>> kronecker_layers(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2, bias=False)))
+        {'0.weight': (5, 3), '2.weight': (3, 2)}
+    """
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    out = {}
+    for m, names in _fast_candidates(model, params).items():
+        if "weight" in names and rule_for(m).kronecker is not None:
+            w = params[names["weight"]]
+            out[names["weight"]] = (w[0].numel() + ("bias" in names), w.shape[0])
+    return out
+
+
+def _forward_and_cotangents(model, x, y, params, cotangents, transform, check_independence):
+    """The hooked forward, the modules the fast path may use, and the cotangents v (K, N, C)."""
+    if check_independence:
+        _refuse_batch_statistics(model)
+    candidates = _fast_candidates(model, params)
+    with torch.enable_grad():
+        z, calls = _forward_capturing(model, x, candidates, transform)
+    n = z.shape[0]
+    if check_independence and n > 2:
+        _check_independent(model, x[:2], z[:2].detach(), transform)
+    fast = _validate_fast(candidates, calls, z, n)
+    v = cotangents(z.detach(), y)
+    if v.dim() != 3 or v.shape[1:] != z.shape:
+        raise ValueError(f"cotangents must have shape (K, {n}, {z.shape[1]}), got {tuple(v.shape)}")
+    return z, calls, fast, v
 
 
 class _Call:
@@ -233,11 +305,22 @@ def _graph_uses(z: Tensor) -> dict[int, int]:
 
 def _fast_sums(z, v, fast, calls, rho) -> dict[str, Tensor]:
     """Per-sample output gradients for all hooked calls, then the layer-specific reductions."""
+    sums: dict[str, Tensor] = {}
+    for grads in _output_gradients(z, v, fast, calls):
+        with torch.no_grad():
+            for m, names in fast.items():
+                part = rule_for(m).elementwise(m, [c.input for c in calls[m]], grads[m], rho)
+                for attr, name in names.items():
+                    sums[name] = sums[name] + part[attr] if name in sums else part[attr]
+    return sums
+
+
+def _output_gradients(z, v, fast, calls) -> Iterator[dict[nn.Module, list[Tensor]]]:
+    """Chunks of cotangents, each: module -> per-sample gradients (K', N, ...) of z w.r.t. its calls' outputs."""
     k_total, n = v.shape[0], v.shape[1]
     outputs = [c.output for m in fast for c in calls[m]]
     width = sum(o[0].numel() for o in outputs)
     kc = max(1, min(k_total, _BUDGET // max(1, n * width)))  # cotangents per backward pass
-    sums: dict[str, Tensor] = {}
     for k0 in range(0, k_total, kc):
         vk = v[k0:k0 + kc]
         grads = torch.autograd.grad(
@@ -246,15 +329,11 @@ def _fast_sums(z, v, fast, calls, rho) -> dict[str, Tensor]:
         )
         grads = [torch.zeros((len(vk), *o.shape), dtype=o.dtype, device=o.device) if g is None
                  else g.reshape(len(vk), *o.shape) for g, o in zip(grads, outputs)]
-        with torch.no_grad():
-            i = 0
-            for m, names in fast.items():
-                cs = calls[m]
-                part = rule_for(m).elementwise(m, [c.input for c in cs], grads[i:i + len(cs)], rho)
-                i += len(cs)
-                for attr, name in names.items():
-                    sums[name] = sums[name] + part[attr] if name in sums else part[attr]
-    return sums
+        per_module, i = {}, 0
+        for m in fast:
+            per_module[m] = grads[i:i + len(calls[m])]
+            i += len(calls[m])
+        yield per_module
 
 
 def _generic_sums(model, x, v, names, rho, transform) -> dict[str, Tensor]:
@@ -314,14 +393,16 @@ def _refuse_batch_statistics(model: nn.Module) -> None:
 # --------------------------------------------------------------------------------------------------
 def average_over_data(
     model: nn.Module, data: Batches | tuple[Tensor, Tensor], batch_sums: BatchSums, *,
-    max_samples: int | None = None, progress: bool = False, desc: str = "",
-) -> dict[str, Tensor]:
+    max_samples: int | None = None, progress: bool = False, desc: str = "", like: dict | None = None,
+) -> dict:
     """Σ over batches of ``batch_sums(x, y, first) -> (sums, weight)``, divided by Σ weight.
 
     Runs in eval mode (every module's mode restored afterwards, also on errors) with gradients enabled;
     inputs are moved to the parameters' device. Under ``torch.distributed`` the sums and weights are
     all-reduced before dividing, so N processes give the average over the union of their shards
-    (``max_samples`` then applies per process).
+    (``max_samples`` then applies per process). ``like``: the entries ``batch_sums`` may return,
+    key -> a tensor of their shape and dtype (default: the trainable parameters); every process
+    all-reduces all of them, whatever its batches held.
     """
     if max_samples is not None and max_samples < 1:
         raise ValueError(f"max_samples must be >= 1 or None, got {max_samples}")
@@ -329,9 +410,10 @@ def average_over_data(
     if not params:
         return {}
     device = next(iter(params.values())).device
+    like = params if like is None else like
     # accumulate in at least float32 (bf16 sums over thousands of samples lose the small terms)
     sums = {n: torch.zeros(p.shape, dtype=torch.promote_types(p.dtype, torch.float32), device=p.device)
-            for n, p in params.items()}
+            for n, p in like.items()}
     weight = 0.0
     bar = _progress_bar(data, max_samples, desc) if progress else None
     with _eval_mode(model):
@@ -350,7 +432,7 @@ def average_over_data(
             dist.all_reduce(t)
     if weight_t.item() == 0:
         raise ValueError("no samples: the data is empty")
-    out = {name: (s / weight_t).to(params[name].dtype) for name, s in sums.items()}
+    out = {name: (s / weight_t).to(like[name].dtype) for name, s in sums.items()}
     bad = [name for name, t in out.items() if not torch.isfinite(t).all()]
     if bad:
         raise ValueError(f"the result is not finite (NaN or inf) for {bad[:5]}: check the model and inputs")
