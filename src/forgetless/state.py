@@ -71,7 +71,7 @@ def save(
         ...     path = forgetless.save(ewc, f"{folder}/ewc.safetensors")
         ...     again = forgetless.load(path)
         >>> again
-        EWC(strength=50.0, estimator='empirical', fisher_samples=None, seed=0)
+        EWC(strength=50.0, estimator='empirical', structure='diagonal', fisher_samples=None, seed=0)
         >>> bool(torch.equal(again.importance["weight"], ewc.importance["weight"]))
         True
     """
@@ -225,10 +225,11 @@ def _state_problem(cls: type[Regularizer], tensors: Mapping[str, Tensor]) -> str
     if seen.is_floating_point() or seen.dtype == torch.bool or int(seen) < 0:
         return f"entry 'tasks_seen' must be an integer >= 0, got {seen!r}"
     # every non-empty group (importance, anchor, …) describes the same parameters with the same shapes
+    shaped = cls._state_keys if cls._param_shaped_keys is None else cls._param_shaped_keys
     groups: dict[str, dict[str, tuple[int, ...]]] = {}
     for k, v in tensors.items():
         head, _, param = k.partition(".")
-        if head in cls._state_keys:
+        if head in shaped:
             groups.setdefault(head, {})[param] = tuple(v.shape)
     shapes = list(groups.values())
     for head, group in groups.items():

@@ -51,6 +51,9 @@ class Regularizer:
     name: ClassVar[str] = "base"
     _state_keys: ClassVar[tuple[str, ...]] = ()
     _scalar_keys: ClassVar[tuple[str, ...]] = ()
+    # the groups of _state_keys shaped like the parameters (checked against each other by forgetless.load);
+    # None: all of them. EWC's Kronecker factors are not.
+    _param_shaped_keys: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self) -> None:
         self.tasks_seen = 0

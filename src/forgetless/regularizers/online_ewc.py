@@ -2,13 +2,26 @@
 running Fisher and one anchor, however many tasks.
 
 After task t: F ← γ·F + F_t and θ* ← θ_t, so F = Σ_s γ^{t−s} F_s; the loss on later tasks gets
-(λ/2)·Σ_i F_i (θ_i − θ*_i)². Unlike :class:`~forgetless.EWC` every old task is pulled towards the
-*latest* parameters, which is what makes the state one task's worth.
+(λ/2)·(θ − θ*)ᵀ F (θ − θ*). Unlike :class:`~forgetless.EWC` every old task is pulled towards the
+*latest* parameters, which is what makes the diagonal state one task's worth.
 
 Convention: Schwarz et al.'s compress-step penalty ½‖θ − θ*_{k−1}‖²_{γF*_{k−1}} and van de
 Ven's code (``fisher = self.gamma*fisher`` in ``ewc_loss``) multiply by γ once more inside the
 penalty; here the penalty uses the stored running Fisher as is, so their λ is our
 ``strength / decay``. With ``decay=1`` and one task this is exactly :class:`~forgetless.EWC`.
+
+``structure="kfac"`` is the Kronecker-factored online Laplace approximation of Ritter, Botev & Barber
+2018: their recursion Λ_t = H_t + Λ_{t−1} at the latest mode θ*_t, with K-FAC blocks per Linear/Conv2d
+layer (:func:`forgetless.fisher_kfac`) and the diagonal for the other parameters. Λ is a sum of
+Kronecker products, which is not one; ``factor_sum`` says what is kept:
+
+* ``separate`` (default, what Ritter et al. do): every task's factors, weighted γ^{t−s}; exact, but
+  state and penalty cost grow with the number of tasks like :class:`~forgetless.EWC`'s;
+* ``merged``: one pair per layer, A ← γA + A_t/π, G ← G + π·G_t (:func:`forgetless.merge_kronecker`,
+  the rule of Kao et al. 2021 and of van de Ven et al.'s code): constant size, and never below the
+  exact sum (it over-counts the cross terms π·γA⊗G_t + A_t⊗G/π).
+
+With two tasks (one penalty term) the two coincide.
 """
 from __future__ import annotations
 
@@ -17,20 +30,26 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..quadratic import quadratic_penalty
+from ..quadratic import KroneckerTerm, kronecker_penalty, merge_kronecker, quadratic_penalty
 from .base import Batches, OutputTransform, Regularizer, check_strength, snapshot, trainable_parameters
+from .kronecker_state import check_terms, layer_memory, layer_params, read_terms
 from .task_fisher import check_fisher_options, task_fisher
+
+FACTOR_SUMS = ("separate", "merged")
 
 
 class OnlineEWC(Regularizer):
-    """EWC with one running, decayed Fisher and one anchor (constant-size state).
+    """EWC with one running, decayed Fisher and one anchor.
 
     Args:
-        strength: λ, the weight of the penalty; the loss adds (λ/2)·Σ F (θ−θ*)².
+        strength: λ, the weight of the penalty; the loss adds (λ/2)·(θ−θ*)ᵀF(θ−θ*).
         decay: γ in [0, 1], how much of the old running Fisher survives each new task
             (1: plain sum; 0: only the latest task is protected).
         estimator: how the Fisher is computed: ``exact`` (default), ``sampled``, ``empirical``
-            or ``batched`` (see :func:`forgetless.fisher_diagonal`).
+            or ``batched`` (see :func:`forgetless.fisher_diagonal`; ``batched`` is diagonal only).
+        structure: ``diagonal`` (default) or ``kfac`` (see the module docstring).
+        factor_sum: with ``kfac``, ``separate`` (default: every task's factors, exact) or ``merged``
+            (one Kronecker product per layer, constant size); ignored by ``diagonal``.
         fisher_samples: use at most this many samples of the task's data for the Fisher
             (``None``: all of it).
         seed: seeds the label draws of the ``sampled`` estimator.
@@ -52,7 +71,8 @@ class OnlineEWC(Regularizer):
     """
 
     name = "online-ewc"
-    _state_keys = ("importance", "anchor")
+    _state_keys = ("importance", "anchor", "kfac_in", "kfac_out", "kfac_anchor")
+    _param_shaped_keys = ("importance", "anchor")
 
     def __init__(
         self,
@@ -60,44 +80,99 @@ class OnlineEWC(Regularizer):
         *,
         decay: float = 1.0,
         estimator: str = "exact",
+        structure: str = "diagonal",
+        factor_sum: str = "separate",
         fisher_samples: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
-        check_fisher_options(estimator, fisher_samples)
+        check_fisher_options(estimator, fisher_samples, structure)
         decay = float(decay)
         if not (math.isfinite(decay) and 0.0 <= decay <= 1.0):
             raise ValueError(f"decay must be in [0, 1], got {decay!r}")
+        if factor_sum not in FACTOR_SUMS:
+            raise ValueError(f"unknown factor_sum {factor_sum!r}; choose one of {', '.join(FACTOR_SUMS)}")
         self.strength = check_strength("strength", strength)
         self.decay = decay
         self.estimator = estimator
+        self.structure = structure
+        self.factor_sum = factor_sum
         self.fisher_samples = fisher_samples
         self.seed = seed
-        # F = Σ_s γ^{t−s} F_s and θ* = the parameters after the latest task.
+        # F = Σ_s γ^{t−s} F_s and θ* = the parameters after the latest task (diagonal part).
         self.importance: dict[str, Tensor] = {}
         self.anchor: dict[str, Tensor] = {}
+        # Kronecker part: A and G per term ("<t>.<weight>": γ^{latest−t}-weighted, or one merged term 0),
+        # and the latest θ* of the factored layers.
+        self.kfac_in: dict[str, Tensor] = {}
+        self.kfac_out: dict[str, Tensor] = {}
+        self.kfac_anchor: dict[str, Tensor] = {}
+        self._terms: list[KroneckerTerm] | None = None
 
     def penalty(self, model: nn.Module) -> Tensor:
         if self.tasks_seen == 0:
             return self._zero(model)
-        return 0.5 * self.strength * quadratic_penalty(trainable_parameters(model), self.anchor, self.importance)
+        params = trainable_parameters(model)
+        quad = quadratic_penalty(params, self.anchor, self.importance) if self.anchor else None
+        if self.kfac_in:
+            kron = kronecker_penalty(params, self.terms())
+            quad = kron if quad is None else quad + kron
+        return self._zero(model) if quad is None else 0.5 * self.strength * quad
+
+    def terms(self) -> list[KroneckerTerm]:
+        """The Kronecker-factored terms, all at the latest anchor (empty for ``structure="diagonal"``)."""
+        if self._terms is None:
+            self._terms = read_terms(self.kfac_in, self.kfac_out, self.kfac_anchor, one_anchor=True)
+        return self._terms
 
     def consolidate(
         self, model: nn.Module, data: Batches | None = None, *, output_transform: OutputTransform | None = None
     ) -> None:
         fisher = task_fisher(
-            "OnlineEWC", model, data, estimator=self.estimator, fisher_samples=self.fisher_samples,
-            seed=self.seed, task_index=self.tasks_seen, output_transform=output_transform,
+            "OnlineEWC", model, data, estimator=self.estimator, fisher_samples=self.fisher_samples, seed=self.seed,
+            task_index=self.tasks_seen, output_transform=output_transform, structure=self.structure,
         )
-        if self.tasks_seen == 0:
-            self.importance = fisher
-        else:
-            self.importance = {name: self.decay * self.importance[name] + fisher[name] for name in fisher}
-        self.anchor = snapshot(model)
+        theta = snapshot(model)
+        if self.structure == "kfac":
+            self._add_factors(fisher.factors, theta)
+            fisher = fisher.diagonal
+        self.importance = {name: self.decay * self.importance[name] + f if name in self.importance else f
+                           for name, f in fisher.items()}
+        self.anchor = {name: theta[name] for name in fisher}
         self.tasks_seen += 1
+
+    def _add_factors(self, factors: dict[str, tuple[Tensor, Tensor]], theta: dict[str, Tensor]) -> None:
+        if self.factor_sum == "separate":
+            # older terms decay; with γ = 0 they are gone (a zero term costs as much as any other)
+            self.kfac_in = {k: self.decay * a for k, a in self.kfac_in.items()} if self.decay > 0 else {}
+            self.kfac_out = {k: g for k, g in self.kfac_out.items() if k in self.kfac_in}
+            t = self.tasks_seen
+        else:
+            t = 0
+        for weight, (a, g) in factors.items():
+            key = f"{t}.{weight}"
+            if key in self.kfac_in:  # merged
+                a, g = merge_kronecker((self.decay * self.kfac_in[key], self.kfac_out[key]), (a, g))
+            self.kfac_in[key], self.kfac_out[key] = a, g
+        self.kfac_anchor = {name: theta[name] for weight, (a, _) in factors.items()
+                            for name in layer_params(weight, a, theta[weight])}
+        self._terms = None
+
+    def memory(self) -> dict[str, dict[str, int | str]]:
+        """Per module: its structure, the bytes of state kept for it and the bytes of its parameters."""
+        return layer_memory(self.terms(), self.importance, self.anchor, shared_anchor=True)
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        super().load_state_dict(state)
+        self._terms = None
+        if self.kfac_in and self.structure != "kfac":
+            raise ValueError(f"OnlineEWC.load_state_dict: the state has Kronecker factors but "
+                             f"structure={self.structure!r}")
+        check_terms(self.kfac_in, self.kfac_out, self.kfac_anchor, one_anchor=True)
 
     def hyperparameters(self) -> dict[str, Any]:
         return {
             "strength": self.strength, "decay": self.decay, "estimator": self.estimator,
+            "structure": self.structure, "factor_sum": self.factor_sum,
             "fisher_samples": self.fisher_samples, "seed": self.seed,
         }

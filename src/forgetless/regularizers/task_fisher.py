@@ -4,24 +4,30 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..fisher import ESTIMATORS, fisher_diagonal
+from ..fisher import ESTIMATORS, KFAC_ESTIMATORS, KroneckerFisher, fisher_diagonal, fisher_kfac
 from .base import Batches, OutputTransform
+from .kronecker_state import check_structure
 
 
-def check_fisher_options(estimator: str, fisher_samples: int | None) -> None:
+def check_fisher_options(estimator: str, fisher_samples: int | None, structure: str = "diagonal") -> None:
+    check_structure(structure)
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown Fisher estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+    if structure == "kfac" and estimator not in KFAC_ESTIMATORS:
+        raise ValueError(f"estimator {estimator!r} has no Kronecker factors (a square of a batch's mean gradient); "
+                         f"with structure='kfac' choose one of {', '.join(KFAC_ESTIMATORS)}")
     if fisher_samples is not None and fisher_samples < 1:
         raise ValueError(f"fisher_samples must be >= 1 or None, got {fisher_samples}")
 
 
 def task_fisher(
     owner: str, model: nn.Module, data: Batches | None, *, estimator: str, fisher_samples: int | None,
-    seed: int, task_index: int, output_transform: OutputTransform | None,
-) -> dict[str, Tensor]:
-    """``fisher_diagonal`` with label draws seeded by ``seed + task_index`` (reproducible per task)."""
+    seed: int, task_index: int, output_transform: OutputTransform | None, structure: str = "diagonal",
+) -> dict[str, Tensor] | KroneckerFisher:
+    """``fisher_diagonal`` (or ``fisher_kfac``) with label draws seeded by ``seed + task_index``."""
     if data is None:
         raise ValueError(f"{owner}.consolidate needs the task's data to compute the Fisher")
     generator = torch.Generator().manual_seed(seed + task_index)
-    return fisher_diagonal(model, data, estimator=estimator, output_transform=output_transform,
-                           generator=generator, max_samples=fisher_samples)
+    compute = fisher_kfac if structure == "kfac" else fisher_diagonal
+    return compute(model, data, estimator=estimator, output_transform=output_transform,
+                   generator=generator, max_samples=fisher_samples)
