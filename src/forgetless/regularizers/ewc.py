@@ -48,8 +48,12 @@ class EWC(Regularizer):
         >>> ewc.consolidate(model, data)
         >>> float(ewc.penalty(model).detach())   # still at the anchor
         0.0
-        >>> with torch.no_grad():
+        >>> with torch.no_grad():   # the same change to every class's weights changes no prediction ...
         ...     _ = model.weight.add_(0.1)
+        >>> abs(float(ewc.penalty(model).detach())) < 1e-6    # ... and K-FAC sees it (the diagonal does not)
+        True
+        >>> with torch.no_grad():
+        ...     _ = model.weight[0].add_(0.1)
         >>> bool(ewc.penalty(model) > 0)
         True
         >>> ewc.memory()   # A (5x5) + G (3x3) + anchor (3x5), float32
