@@ -252,19 +252,28 @@ def _plan(params: dict[str, Tensor], terms: Sequence[KroneckerTerm]) -> tuple[li
     return plan, thetas
 
 
-def _kronecker_forward(thetas, plan) -> tuple[Tensor, dict[tuple[int, int | None], Tensor]]:
-    """(Σ ⟨ΔW̄, G ΔW̄ A⟩, {(weight, bias): Σ_terms G ΔW̄ A}), differentiable if the inputs are."""
+def _kronecker_forward(thetas, plan) -> tuple[Tensor, dict[tuple[int, int | None], list[Tensor]]]:
+    """(Σ ⟨ΔW̄, G ΔW̄ A⟩, {(weight, bias): [Σ_terms M_W, Σ_terms M_b]}), differentiable if the inputs are.
+
+    With a bias, A = [[A_ww, a], [aᵀ, α]] is used by blocks: M_W = G (ΔW A_ww + Δb aᵀ) and
+    M_b = G (ΔW a + α Δb), so that ΔW̄ is never concatenated and M_W is the weight's gradient as is.
+    """
     total, kept = None, {}
     for layer in plan:
-        w = thetas[layer.weight]
-        d = w.reshape(layer.anchor_weight.shape) - layer.anchor_weight
-        if layer.bias is not None:
-            d = torch.cat([d, (thetas[layer.bias] - layer.anchor_bias).unsqueeze(1)], 1)
-        m = layer.g @ (d @ layer.a)
-        term = torch.dot(d.reshape(-1), m.reshape(-1))
+        a, g = layer.a, layer.g
+        d = thetas[layer.weight].reshape(layer.anchor_weight.shape) - layer.anchor_weight
+        if layer.bias is None:
+            m = [g @ (d @ a)]
+            term = torch.dot(d.reshape(-1), m[0].reshape(-1))
+        else:
+            cols = d.shape[1]
+            db = thetas[layer.bias] - layer.anchor_bias
+            m = [g @ torch.addr(d @ a[:cols, :cols], db, a[cols, :cols]),
+                 g @ torch.addmv(db * a[cols, cols], d, a[:cols, cols])]
+            term = torch.dot(d.reshape(-1), m[0].reshape(-1)) + torch.dot(db, m[1])
         total = term if total is None else total + term
         key = (layer.weight, layer.bias)
-        kept[key] = kept[key] + m if key in kept else m
+        kept[key] = [x + y for x, y in zip(kept[key], m)] if key in kept else m
     return total, kept
 
 
@@ -289,13 +298,9 @@ class _KroneckerQuadratic(torch.autograd.Function):
                 kept = _kronecker_forward(thetas, ctx.plan)[1]
         grads: list[Tensor | None] = [None] * len(thetas)
         for (w, b), m in kept.items():
-            m = m * (2 * grad)
-            cols = thetas[w][0].numel()
-            parts = [(w, m[:, :cols].reshape(thetas[w].shape))]
-            if b is not None:
-                parts.append((b, m[:, cols]))
-            for i, g in parts:
-                grads[i] = g if grads[i] is None else grads[i] + g
+            for i, part in zip((w, b), m):
+                part = (part * (2 * grad)).view(thetas[i].shape)
+                grads[i] = part if grads[i] is None else grads[i] + part
         return (None, *grads)
 
 
