@@ -141,26 +141,23 @@ def per_sample_kronecker(
         return {}, {}
     z, calls, fast, v = _forward_and_cotangents(model, x, y, params, cotangents, output_transform, check_independence)
     blocks = {m: names for m, names in fast.items() if "weight" in names and rule_for(m).kronecker is not None}
-    factors: dict[str, tuple[Tensor, Tensor]] = {}
-    with torch.no_grad():
-        inputs = {m: rule_for(m).kronecker.input_factor(m, [c.input for c in calls[m]], "bias" in names)
+    with torch.no_grad():  # A depends on the inputs only: once per batch, whatever the cotangents
+        a_sums = {m: rule_for(m).kronecker.input_factor(m, [c.input for c in calls[m]], "bias" in names)
                   for m, names in blocks.items()}
+    g_sums: dict[nn.Module, Tensor] = {}
     squares: dict[str, Tensor] = {}
-    outputs = {}
-    for part in _output_gradients(z, v, fast, calls):
-        for m, names in fast.items():
-            grads = part[m]
-            with torch.no_grad():
+    for grads in _output_gradients(z, v, fast, calls):
+        with torch.no_grad():
+            for m, names in fast.items():
                 if m in blocks:
-                    g = rule_for(m).kronecker.output_factor(m, grads)
-                    outputs[m] = outputs[m] + g if m in outputs else g
+                    g = rule_for(m).kronecker.output_factor(m, grads[m])
+                    g_sums[m] = g_sums[m] + g if m in g_sums else g
                     continue
-                sums = rule_for(m).elementwise(m, [c.input for c in calls[m]], grads, torch.square)
-            for attr, name in names.items():
-                squares[name] = squares[name] + sums[attr] if name in squares else sums[attr]
-    del z, calls
-    for m, names in blocks.items():
-        factors[names["weight"]] = (inputs[m], outputs[m])
+                part = rule_for(m).elementwise(m, [c.input for c in calls[m]], grads[m], torch.square)
+                for attr, name in names.items():
+                    squares[name] = squares[name] + part[attr] if name in squares else part[attr]
+    del z, calls  # free the graph and the captured activations before the generic pass
+    factors = {names["weight"]: (a_sums[m], g_sums[m]) for m, names in blocks.items()}
     covered = {name for names in blocks.values() for name in names.values()} | set(squares)
     generic = [name for name in params if name not in covered]
     if generic:
