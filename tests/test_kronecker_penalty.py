@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from forgetless.quadratic import KroneckerTerm, bias_name, kronecker_penalty, merge_kronecker
+from forgetless.quadratic import KroneckerTerm, bias_name, damp_kronecker, kronecker_penalty, merge_kronecker
 
 
 @pytest.fixture(autouse=True)
@@ -153,3 +153,20 @@ def test_merging_with_nothing_returns_the_other_pair():
     zero = (torch.zeros(3, 3), torch.zeros(2, 2))
     assert merge_kronecker((a, g), zero)[0] is a
     assert merge_kronecker(zero, (a, g))[1] is g
+
+
+# ---------------------------------------------------------------------------------------------
+# damp_kronecker: factored Tikhonov damping
+# ---------------------------------------------------------------------------------------------
+def test_factored_damping_is_the_block_plus_gamma_and_two_cross_terms():
+    """(A + π√γ I) ⊗ (G + √γ/π I) with γ = d·ā·ḡ and π = √(ā/ḡ) (Martens & Grosse 2015, §6.3)."""
+    gen = torch.Generator().manual_seed(9)
+    a, g, d = psd(4, gen), 5 * psd(3, gen), 0.03
+    da, dg = damp_kronecker(a, g, d)
+    ma, mg = a.diagonal().mean(), g.diagonal().mean()
+    gamma, pi = d * ma * mg, (ma / mg).sqrt()
+    want = torch.kron(g + gamma.sqrt() / pi * torch.eye(3), a + pi * gamma.sqrt() * torch.eye(4))
+    torch.testing.assert_close(torch.kron(dg, da), want)
+    excess = torch.kron(dg, da) - torch.kron(g, a)
+    assert torch.linalg.eigvalsh(excess).min() >= gamma * (1 - 1e-9)  # at least γI more in every direction
+    assert damp_kronecker(a, g, 0.0) == (a, g)

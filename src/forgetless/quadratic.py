@@ -8,7 +8,8 @@ expansion θᵀΩθ − 2θᵀΣFθ_t + ΣFθ_t², so cost and memory stay those
 A Kronecker-factored block (A ⊗ G per layer, :func:`kronecker_penalty`) does not fold that way: a
 sum of Kronecker products is not one, and neither is its weighted mean of anchors, so separate
 terms stay separate (their cost grows with the number of terms). :func:`merge_kronecker` replaces
-a sum of two by one Kronecker product that bounds it from above, for a constant-size running sum.
+a sum of two by one Kronecker product that bounds it from above, for a constant-size running sum;
+:func:`damp_kronecker` adds factored Tikhonov damping to a block.
 """
 from __future__ import annotations
 
@@ -327,3 +328,25 @@ def merge_kronecker(first: tuple[Tensor, Tensor], second: tuple[Tensor, Tensor])
         return a2, g2
     pi = math.sqrt(ta2 * tg1 / (ta1 * tg2))
     return a1 + a2 / pi, g1 + pi * g2
+
+
+def damp_kronecker(a: Tensor, g: Tensor, damping: float) -> tuple[Tensor, Tensor]:
+    """Factored Tikhonov damping of one block: (A + √d·ā·I) ⊗ (G + √d·ḡ·I), ā, ḡ the mean diagonals.
+
+    This is Martens & Grosse's (2015, §6.3) factored form of G⊗A + γI with γ = d·ā·ḡ, d = ``damping``
+    times the block's mean diagonal (its π = √(ā/ḡ) balances the two factors): the block becomes
+    G⊗A + √d·(ā·G⊗I + ḡ·I⊗A) + γI, still one Kronecker product, at no extra cost. It lifts the
+    directions where A⊗G is near 0 (inputs a task never varies, outputs it never moves), which the
+    undamped block leaves free.
+
+    Example:
+        >>> a, g = damp_kronecker(torch.diag(torch.tensor([2.0, 0.0])), torch.eye(1), 0.25)
+        >>> a.diagonal(), g    # ā = 1, ḡ = 1, √d = 0.5
+        (tensor([2.5000, 0.5000]), tensor([[1.5000]]))
+    """
+    if damping == 0:
+        return a, g
+    root = math.sqrt(damping)
+    eye_a = torch.eye(len(a), dtype=a.dtype, device=a.device)
+    eye_g = torch.eye(len(g), dtype=g.dtype, device=g.device)
+    return a + root * a.diagonal().mean() * eye_a, g + root * g.diagonal().mean() * eye_g

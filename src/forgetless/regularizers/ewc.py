@@ -34,6 +34,9 @@ class EWC(Regularizer):
             or ``batched`` (see :func:`forgetless.fisher_diagonal`; ``batched`` is diagonal only).
         structure: ``diagonal`` (default) or ``kfac`` (Kronecker-factored blocks per Linear/Conv2d
             layer, the diagonal for every other parameter; see the module docstring).
+        damping: with ``kfac``, d >= 0: each block G⊗A becomes (A + √d·ā·I) ⊗ (G + √d·ḡ·I), ā and ḡ
+            the factors' mean diagonals (factored Tikhonov damping, :func:`forgetless.quadratic.damp_kronecker`).
+            The state keeps the undamped factors; the penalty keeps damped copies (as large again).
         fisher_samples: use at most this many samples of the task's data for the Fisher
             (``None``: all of it).
         seed: seeds the label draws of the ``sampled`` estimator.
@@ -71,14 +74,16 @@ class EWC(Regularizer):
         *,
         estimator: str = "exact",
         structure: str = "diagonal",
+        damping: float = 0.0,
         fisher_samples: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
-        check_fisher_options(estimator, fisher_samples, structure)
+        damping = check_fisher_options(estimator, fisher_samples, structure, damping)
         self.strength = check_strength("strength", strength)
         self.estimator = estimator
         self.structure = structure
+        self.damping = damping
         self.fisher_samples = fisher_samples
         self.seed = seed
         # Diagonal part: Ω = Σ_t F_t, μ = Ω-weighted mean of the anchors, c = what is left of the per-task terms.
@@ -104,9 +109,10 @@ class EWC(Regularizer):
         return 0.5 * self.strength * (quad + self.constant.to(quad.device))
 
     def terms(self) -> list[KroneckerTerm]:
-        """The Kronecker-factored terms, one per task (empty for ``structure="diagonal"``)."""
+        """The Kronecker-factored terms, one per task, damped (empty for ``structure="diagonal"``)."""
         if self._terms is None:
-            self._terms = read_terms(self.kfac_in, self.kfac_out, self.kfac_anchor, one_anchor=False)
+            self._terms = read_terms(self.kfac_in, self.kfac_out, self.kfac_anchor, one_anchor=False,
+                                     damping=self.damping)
         return self._terms
 
     def consolidate(
@@ -150,5 +156,5 @@ class EWC(Regularizer):
     def hyperparameters(self) -> dict[str, Any]:
         return {
             "strength": self.strength, "estimator": self.estimator, "structure": self.structure,
-            "fisher_samples": self.fisher_samples, "seed": self.seed,
+            "damping": self.damping, "fisher_samples": self.fisher_samples, "seed": self.seed,
         }

@@ -13,17 +13,25 @@ check a loaded state; the classes own the entries.
 """
 from __future__ import annotations
 
+import math
+
 from torch import Tensor
 
-from ..quadratic import KroneckerTerm, bias_name
+from ..quadratic import KroneckerTerm, bias_name, damp_kronecker
 
 STRUCTURES = ("diagonal", "kfac")
 
 
-def check_structure(structure: str) -> str:
+def check_structure(structure: str, damping: float = 0.0) -> float:
+    """Validate the structure and its damping; returns the damping as a float."""
     if structure not in STRUCTURES:
         raise ValueError(f"unknown Fisher structure {structure!r}; choose one of {', '.join(STRUCTURES)}")
-    return structure
+    damping = float(damping)
+    if not (math.isfinite(damping) and damping >= 0):
+        raise ValueError(f"damping must be a finite number >= 0, got {damping!r}")
+    if damping and structure != "kfac":
+        raise ValueError(f"damping applies to structure='kfac' (Kronecker factors), not {structure!r}")
+    return damping
 
 
 def layer_params(weight: str, a: Tensor, w: Tensor) -> tuple[str, ...]:
@@ -48,13 +56,14 @@ def by_term(entries: dict[str, Tensor]) -> dict[int, dict[str, Tensor]]:
     return dict(sorted(out.items()))
 
 
-def read_terms(kfac_in: dict[str, Tensor], kfac_out: dict[str, Tensor],
-               kfac_anchor: dict[str, Tensor], *, one_anchor: bool) -> list[KroneckerTerm]:
-    """The terms of the penalty; with ``one_anchor`` every term shares ``kfac_anchor`` (online EWC)."""
+def read_terms(kfac_in: dict[str, Tensor], kfac_out: dict[str, Tensor], kfac_anchor: dict[str, Tensor], *,
+               one_anchor: bool, damping: float = 0.0) -> list[KroneckerTerm]:
+    """The terms of the penalty, each block damped (:func:`~forgetless.quadratic.damp_kronecker`); with
+    ``one_anchor`` every term shares ``kfac_anchor`` (online EWC)."""
     a_of, g_of = by_term(kfac_in), by_term(kfac_out)
     anchors = None if one_anchor else by_term(kfac_anchor)
     return [KroneckerTerm(kfac_anchor if one_anchor else anchors.get(t, {}),
-                          {w: (a, g_of[t][w]) for w, a in a_of[t].items()}) for t in a_of]
+                          {w: damp_kronecker(a, g_of[t][w], damping) for w, a in a_of[t].items()}) for t in a_of]
 
 
 def check_terms(kfac_in: dict[str, Tensor], kfac_out: dict[str, Tensor], kfac_anchor: dict[str, Tensor],

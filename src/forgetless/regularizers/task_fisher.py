@@ -9,8 +9,10 @@ from .base import Batches, OutputTransform
 from .kronecker_state import check_structure
 
 
-def check_fisher_options(estimator: str, fisher_samples: int | None, structure: str = "diagonal") -> None:
-    check_structure(structure)
+def check_fisher_options(estimator: str, fisher_samples: int | None, structure: str = "diagonal",
+                         damping: float = 0.0) -> float:
+    """Validate the Fisher options; returns the damping as a float."""
+    damping = check_structure(structure, damping)
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown Fisher estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
     if structure == "kfac" and estimator not in KFAC_ESTIMATORS:
@@ -18,6 +20,7 @@ def check_fisher_options(estimator: str, fisher_samples: int | None, structure: 
                          f"with structure='kfac' choose one of {', '.join(KFAC_ESTIMATORS)}")
     if fisher_samples is not None and fisher_samples < 1:
         raise ValueError(f"fisher_samples must be >= 1 or None, got {fisher_samples}")
+    return damping
 
 
 def task_fisher(
