@@ -49,6 +49,8 @@ def positions(m, t, *, output):
 def labels_and_weights(logp, estimator, y):
     if estimator == "exact":
         return [(float(logp[c].detach().exp()), c) for c in range(len(logp))]
+    if estimator == "predicted":
+        return [(1.0, int(logp.argmax()))]
     return [(1.0, int(y))]
 
 
@@ -316,7 +318,7 @@ def test_sampled_is_seeded_and_leaves_the_global_rng_alone():
 def test_batched_and_unknown_estimators_are_refused_in_one_line():
     with pytest.raises(ValueError, match="has no Kronecker factors"):
         fisher_kfac(mlp(), data((6,), 4), estimator="batched")
-    with pytest.raises(ValueError, match="choose one of exact, sampled, empirical"):
+    with pytest.raises(ValueError, match="choose one of exact, sampled, empirical, predicted"):
         fisher_kfac(mlp(), data((6,), 4), estimator="true")
 
 

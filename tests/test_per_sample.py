@@ -88,9 +88,9 @@ def paths(model, x, v, reduce):
         seen["fast"] = sorted(n for names in modules.values() for n in names.values())
         return fast(z, v, modules, calls, rho)
 
-    def spy_generic(model, x, v, names, rho, t):
+    def spy_generic(model, x, v, names, rho, t, *budget):
         seen["generic"] = sorted(names)
-        return generic(model, x, v, names, rho, t)
+        return generic(model, x, v, names, rho, t, *budget)
 
     per_sample._fast_sums, per_sample._generic_sums = spy_fast, spy_generic
     try:

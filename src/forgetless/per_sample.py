@@ -17,6 +17,10 @@ i.e. the per-sample gradient of ⟨z_n, v_{n,k}⟩ reduced elementwise, without 
 * Every other parameter (a module without a rule, a bare nn.Parameter, a tied or functionally-used weight):
   ``torch.func`` (functional_call + vmap + vjp), per sample, correct for any vmap-able model.
 
+:func:`reduce_per_sample_kronecker` is the same pass with a second kind of reduction: layers whose
+rule has Kronecker factors (Linear, Conv2d) give A over their inputs and G over the same per-sample
+output gradients (K-FAC), every other parameter its elementwise squares.
+
 Samples must not interact: the model is put in eval mode, BatchNorm using batch statistics is refused,
 and the first batch is checked at run time. Supported modules must see the batch on dim 0.
 """
@@ -31,28 +35,32 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
 
-from .layer_rules import rule_for
+from .layer_rules import CHUNK_ELEMENTS, rule_for
 
 Batches = Iterable[tuple[Tensor, Tensor]]
 OutputTransform = Callable[[Tensor], Tensor]
-Cotangents = Callable[[Tensor, Tensor], Tensor]  # (z (N, C), targets) -> (K, N, C)
+# (z (N, ..., C), targets) -> (K, N, ..., C); may carry ``directions(z_shape) -> K`` so that the engine
+# can size its chunks before the K cotangents exist (see per_sample_sums).
+Cotangents = Callable[[Tensor, Tensor], Tensor]
 BatchSums = Callable[[Tensor, Tensor, bool], tuple[dict[str, Tensor], float]]
 
-WHOLE_DATASET_BATCH = 512   # an (X, Y) pair of tensors is read in batches of this size
-_BUDGET = 1 << 24           # elements (64 MiB in float32) for any per-sample intermediate
+CHUNK = 512                 # samples per pass: an (X, Y) pair is read, and smaller batches gathered, up to this
+MEMORY_BUDGET = 256 << 20   # bytes of per-sample intermediates per pass (default of ``memory_budget``)
 
-__all__ = ["output_norm_sensitivity", "reduce_per_sample", "per_sample_sums", "per_sample_kronecker",
+__all__ = ["output_norm_sensitivity", "reduce_per_sample", "reduce_per_sample_kronecker", "per_sample_sums",
            "kronecker_layers", "average_over_data"]
 
 
 def output_norm_sensitivity(
     model: nn.Module, data: Batches | tuple[Tensor, Tensor], *,
     output_transform: OutputTransform | None = None, max_samples: int | None = None, progress: bool = False,
+    memory_budget: int = MEMORY_BUDGET,
 ) -> dict[str, Tensor]:
     """MAS importance (Aljundi et al. 2018): mean over samples of |∂‖f(x)‖₂²/∂θ|.
 
-    The absolute value is taken per sample, then averaged. ``f`` is ``output_transform(model(x))``.
-    ``data`` and ``max_samples`` are as for :func:`forgetless.fisher.fisher_diagonal`.
+    The absolute value is taken per sample, then averaged. ``f`` is ``output_transform(model(x))``
+    (for outputs with positions, the norm is over all of them). ``data``, ``max_samples`` and
+    ``memory_budget`` are as for :func:`forgetless.fisher.fisher_diagonal`.
 
     Example:
         >>> model = torch.nn.Linear(3, 2, bias=False)
@@ -64,17 +72,29 @@ def output_norm_sensitivity(
                 [ 4.,  8., 12.]])
     """
     return reduce_per_sample(
-        model, data, lambda z, _: 2 * z.unsqueeze(0), reduce="abs", output_transform=output_transform,
-        max_samples=max_samples, progress=progress, desc="MAS importance",
+        model, data, _output_norm_cotangent, reduce="abs", output_transform=output_transform,
+        max_samples=max_samples, progress=progress, desc="MAS importance", memory_budget=memory_budget,
     )
+
+
+def _output_norm_cotangent(z: Tensor, _: Tensor) -> Tensor:
+    return 2 * z.unsqueeze(0)  # ∂‖z‖²/∂z
+
+
+_output_norm_cotangent.directions = lambda shape: 1
 
 
 def reduce_per_sample(
     model: nn.Module, data: Batches | tuple[Tensor, Tensor], cotangents: Cotangents, *, reduce: str = "square",
     output_transform: OutputTransform | None = None, max_samples: int | None = None,
-    progress: bool = False, desc: str = "per-sample gradients",
+    progress: bool = False, desc: str = "per-sample gradients", memory_budget: int = MEMORY_BUDGET,
 ) -> dict[str, Tensor]:
-    """Mean over samples of Σ_k ρ(J_n(θ)ᵀ v_{n,k}), v = ``cotangents(z, targets)`` of shape (K, N, C).
+    """Mean over samples of Σ_k ρ(J_n(θ)ᵀ v_{n,k}), v = ``cotangents(z, targets)`` of shape (K, *z.shape).
+
+    Incoming batches smaller than :data:`CHUNK` samples are gathered into passes of up to that many
+    (a DataLoader's batches of 128 cost what batches of 512 cost; the sums are the same up to float
+    rounding), and passes whose per-sample intermediates would exceed ``memory_budget`` bytes are
+    split (see :func:`per_sample_sums`).
 
     Example (the empirical Fisher, by hand):
         >>> model = torch.nn.Linear(4, 3)
@@ -88,89 +108,59 @@ def reduce_per_sample(
         raise ValueError(f"reduce must be one of {sorted(_RHO)}, got {reduce!r}")
     with _eval_mode(model):
         _refuse_batch_statistics(model)
-    return average_over_data(
-        model, data,
-        lambda x, y, first: (per_sample_sums(model, x, y, cotangents, reduce=reduce,
-                                             output_transform=output_transform, check_independence=first), len(x)),
-        max_samples=max_samples, progress=progress, desc=desc,
-    )
+    sums = _BatchSums(model, cotangents, reduce, output_transform, memory_budget)
+    return average_over_data(model, data, lambda x, y, first: (sums(x, y, first), len(x)),
+                             max_samples=max_samples, progress=progress, desc=desc, gather=CHUNK)
 
 
-# --------------------------------------------------------------------------------------------------
-# One batch
-# --------------------------------------------------------------------------------------------------
-_RHO = {"square": torch.square, "abs": torch.abs}
-
-
-def per_sample_sums(
-    model: nn.Module, x: Tensor, y: Tensor, cotangents: Cotangents, *, reduce: str = "square",
-    output_transform: OutputTransform | None = None, check_independence: bool = False,
-) -> dict[str, Tensor]:
-    """Σ_n Σ_k ρ(J_n(θ)ᵀ v_{n,k}) over one batch, for every trainable parameter (no averaging).
-
-    The model is used as it is (call it in eval mode). ``check_independence`` re-runs the first two
-    samples alone and raises if their outputs change, i.e. if samples interact within the batch.
-    """
-    rho = _RHO[reduce]
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if not params:
-        return {}
-    z, calls, fast, v = _forward_and_cotangents(model, x, y, params, cotangents, output_transform, check_independence)
-    sums = _fast_sums(z, v, fast, calls, rho) if fast else {}
-    del z, calls  # free the graph and the captured activations before the generic pass
-    generic = [name for name in params if name not in sums]
-    if generic:
-        sums.update(_generic_sums(model, x, v, generic, rho, output_transform))
-    return {name: sums[name] for name in params}
-
-
-def per_sample_kronecker(
-    model: nn.Module, x: Tensor, y: Tensor, cotangents: Cotangents, *,
-    output_transform: OutputTransform | None = None, check_independence: bool = False,
+def reduce_per_sample_kronecker(
+    model: nn.Module, data: Batches | tuple[Tensor, Tensor], cotangents: Cotangents, *,
+    output_transform: OutputTransform | None = None, max_samples: int | None = None,
+    progress: bool = False, desc: str = "Kronecker factors", memory_budget: int = MEMORY_BUDGET,
 ) -> tuple[dict[str, tuple[Tensor, Tensor]], dict[str, Tensor]]:
-    """Over one batch, Kronecker factor sums for the layers whose rule has them, Σ squares for the rest.
+    """Kronecker factors (mean over samples of A_n and of Σ_k G_n) where a layer's rule has them,
+    mean squares (as :func:`reduce_per_sample`) for every other trainable parameter, in one pass.
 
-    Returns ``(factors, squares)``: ``factors`` maps a factored layer's weight name to
-    (Σ_n A_n, Σ_n Σ_k G_n) (see :class:`forgetless.layer_rules.KroneckerRule`; A has a bias row and
-    column when the layer's bias is trainable and its own); ``squares`` is :func:`per_sample_sums`
-    with ``reduce="square"`` for every other trainable parameter. No averaging. Same passes as
-    :func:`per_sample_sums`: one forward with hooks, the backward passes for the cotangents.
+    Returns ``(factors, squares)``: ``factors`` maps a factored layer's weight name to (A, G), both
+    symmetric (see :class:`forgetless.layer_rules.KroneckerRule`; A has a bias row and column when
+    the layer's bias is trainable and its own). Same passes, gathering, memory budget and
+    ``torch.distributed`` all-reduce as :func:`reduce_per_sample`: every process all-reduces the
+    factors of every layer :func:`kronecker_layers` lists, and a layer counts as factored when it was
+    on every sample of every process (on none: its parameters are in ``squares``; on some only: error).
     """
+    with _eval_mode(model):
+        _refuse_batch_statistics(model)
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if not params:
-        return {}, {}
-    z, calls, fast, v = _forward_and_cotangents(model, x, y, params, cotangents, output_transform, check_independence)
-    blocks = {m: names for m, names in fast.items() if "weight" in names and rule_for(m).kronecker is not None}
-    with torch.no_grad():  # A depends on the inputs only: once per batch, whatever the cotangents
-        a_sums = {m: rule_for(m).kronecker.input_factor(m, [c.input for c in calls[m]], "bias" in names)
-                  for m, names in blocks.items()}
-    g_sums: dict[nn.Module, Tensor] = {}
-    squares: dict[str, Tensor] = {}
-    for grads in _output_gradients(z, v, fast, calls):
-        with torch.no_grad():
-            for m, names in fast.items():
-                if m in blocks:
-                    g = rule_for(m).kronecker.output_factor(m, grads[m])
-                    g_sums[m] = g_sums[m] + g if m in g_sums else g
-                    continue
-                part = rule_for(m).elementwise(m, [c.input for c in calls[m]], grads[m], torch.square)
-                for attr, name in names.items():
-                    squares[name] = squares[name] + part[attr] if name in squares else part[attr]
-    del z, calls  # free the graph and the captured activations before the generic pass
-    factors = {names["weight"]: (a_sums[m], g_sums[m]) for m, names in blocks.items()}
-    covered = {name for names in blocks.values() for name in names.values()} | set(squares)
-    generic = [name for name in params if name not in covered]
-    if generic:
-        squares.update(_generic_sums(model, x, v, generic, torch.square, output_transform))
-    return factors, squares
+    layers = kronecker_layers(model)
+    like: dict = dict(params)
+    for weight, (a_size, g_size) in layers.items():
+        w = params[weight]
+        like[(weight, "A")], like[(weight, "G")] = w.new_empty(a_size, a_size), w.new_empty(g_size, g_size)
+        like[(weight, "factored")] = w.new_empty(())  # how many samples it was factored on
+    sums = _KroneckerBatchSums(model, cotangents, "square", output_transform, memory_budget)
+    mean = average_over_data(model, data, lambda x, y, first: (sums(x, y, first), len(x)), like=like,
+                             max_samples=max_samples, progress=progress, desc=desc, gather=CHUNK)
+    factors = {}
+    for weight, (a_size, _) in layers.items():
+        share = float(mean.pop((weight, "factored")))
+        a, g = mean.pop((weight, "A")), mean.pop((weight, "G"))
+        if share == 0:
+            continue
+        if share != 1:
+            raise ValueError(f"layer {weight!r} was Kronecker-factored on some batches and not on others "
+                             "(its calls or the batch dimension changed between batches)")
+        factors[weight] = ((a + a.T) / 2, (g + g.T) / 2)
+        for attr in ("weight", "bias")[:1 + (a_size > params[weight][0].numel())]:
+            del mean[weight[:-len("weight")] + attr]
+    return factors, mean
 
 
 def kronecker_layers(model: nn.Module) -> dict[str, tuple[int, int]]:
-    """Weight name -> (size of A, size of G) for every layer :func:`per_sample_kronecker` may factor.
+    """Weight name -> (size of A, size of G) for every layer :func:`reduce_per_sample_kronecker` may factor.
 
     That is every module whose rule has Kronecker factors and whose weight is trainable and its own;
-    A counts the bias when the bias is too. Whether a layer IS factored on a batch is decided there,
-    at run time (e.g. a weight also used outside the module's calls is not).
+    A counts the bias when the bias is too. Whether a layer IS factored is decided on each batch (e.g.
+    a weight also used outside the module's calls is not).
 
     Example:
         >>> kronecker_layers(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2, bias=False)))
@@ -185,22 +175,133 @@ def kronecker_layers(model: nn.Module) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _forward_and_cotangents(model, x, y, params, cotangents, transform, check_independence):
-    """The hooked forward, the modules the fast path may use, and the cotangents v (K, N, C)."""
-    if check_independence:
-        _refuse_batch_statistics(model)
-    candidates = _fast_candidates(model, params)
-    with torch.enable_grad():
-        z, calls = _forward_capturing(model, x, candidates, transform)
-    n = z.shape[0]
-    if check_independence and n > 2:
-        _check_independent(model, x[:2], z[:2].detach(), transform)
-    fast = _validate_fast(candidates, calls, z, n)
-    v = cotangents(z.detach(), y)
-    if v.dim() != 3 or v.shape[1:] != z.shape:
-        raise ValueError(f"cotangents must have shape (K, {n}, {z.shape[1]}), got {tuple(v.shape)}")
-    return z, calls, fast, v
+# --------------------------------------------------------------------------------------------------
+# One batch
+# --------------------------------------------------------------------------------------------------
+_RHO = {"square": torch.square, "abs": torch.abs}
 
+
+def per_sample_sums(
+    model: nn.Module, x: Tensor, y: Tensor, cotangents: Cotangents, *, reduce: str = "square",
+    output_transform: OutputTransform | None = None, check_independence: bool = False,
+    memory_budget: int = MEMORY_BUDGET,
+) -> dict[str, Tensor]:
+    """Σ_n Σ_k ρ(J_n(θ)ᵀ v_{n,k}) over one batch, for every trainable parameter (no averaging).
+
+    The model is used as it is (call it in eval mode). Its output may have positions after the batch
+    dimension, (N, ..., C): the cotangents then have that shape too and every sample's gradient sums
+    over its positions before ρ. ``check_independence`` re-runs the first two samples alone and
+    raises if their outputs change, i.e. if samples interact within the batch.
+
+    Memory: the cotangents, the per-sample output gradients and the layers' activations grow with
+    the number of samples in a pass. When they would exceed ``memory_budget`` bytes, the batch is
+    split into smaller passes (never below one sample: the model's own activations for one sample
+    are the floor). The cotangent function's ``directions(z_shape)`` attribute, when present, gives
+    K before the cotangents are built.
+    """
+    return _BatchSums(model, cotangents, reduce, output_transform, memory_budget)(x, y, check_independence)
+
+
+class _OverBudget(Exception):
+    """A pass would exceed the memory budget; ``_BatchSums.limit`` now says how many samples fit."""
+
+
+class _BatchSums:
+    """per_sample_sums over batches, in passes sized to the memory budget (learned on the first pass)."""
+
+    def __init__(self, model, cotangents, reduce, transform, budget):
+        if reduce not in _RHO:
+            raise ValueError(f"reduce must be one of {sorted(_RHO)}, got {reduce!r}")
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+            raise ValueError(f"memory_budget must be a number of bytes >= 1, got {budget!r}")
+        self.model, self.cotangents, self.rho, self.transform, self.budget = model, cotangents, _RHO[reduce], transform, budget
+        self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.limit: int | None = None  # samples per pass; None until a pass was found too big
+
+    def __call__(self, x: Tensor, y: Tensor, check_independence: bool = False) -> dict[str, Tensor]:
+        if not self.params:
+            return {}
+        while True:
+            step = self.limit or len(x)
+            total: dict[str, Tensor] = {}
+            try:
+                for i in range(0, len(x), step):
+                    part = self._one_pass(x[i:i + step], y[i:i + step] if isinstance(y, Tensor) else y,
+                                          check_independence and i == 0)
+                    for name, t in part.items():
+                        total[name] = total[name] + t if name in total else t
+                return total
+            except _OverBudget:
+                continue  # self.limit was lowered: start this batch again in smaller passes
+
+    def _one_pass(self, x: Tensor, y: Tensor, check_independence: bool) -> dict[str, Tensor]:
+        model, transform = self.model, self.transform
+        candidates = _fast_candidates(model, self.params)
+        with torch.enable_grad():
+            z, calls = _forward_capturing(model, x, candidates, transform)
+        n = z.shape[0]
+        self._check_budget(z, calls, n)
+        if check_independence and n > 2:
+            _check_independent(model, x[:2], z[:2].detach(), transform)
+        fast = _validate_fast(candidates, calls, z, n)
+        v = self.cotangents(z.detach(), y)
+        if v.dim() != z.dim() + 1 or v.shape[1:] != z.shape:
+            raise ValueError(f"cotangents must have shape (K, {', '.join(map(str, z.shape))}), got {tuple(v.shape)}")
+        return self._reduce(x, z, calls, fast, v)
+
+    def _reduce(self, x, z, calls, fast, v) -> dict:
+        sums = _fast_sums(z, v, fast, calls, self.rho) if fast else {}
+        del z, calls  # free the graph and the captured activations before the generic pass
+        generic = [name for name in self.params if name not in sums]
+        if generic:
+            sums.update(_generic_sums(self.model, x, v, generic, self.rho, self.transform, self.budget))
+        return {name: sums[name] for name in self.params}
+
+
+    def _check_budget(self, z: Tensor, calls, n: int) -> None:
+        """Bytes per sample: K × (output + hooked layers' outputs), the cotangents and output gradients,
+        plus the hooked layers' activations; raise _OverBudget (after setting the limit) if n are too many."""
+        directions = getattr(self.cotangents, "directions", None)
+        k = directions(z.shape[1:]) if directions is not None else 1
+        widths = sum(c.output[0].numel() for cs in calls.values() for c in cs if c.output.shape[0] == n)
+        captured = sum(c.input[0].numel() for cs in calls.values() for c in cs if c.input.shape[0] == n)
+        per_sample = z.element_size() * (k * (z[0].numel() + widths) + widths + captured)
+        fits = max(1, self.budget // max(1, per_sample))
+        if n > fits:
+            self.limit = fits
+            raise _OverBudget
+
+
+class _KroneckerBatchSums(_BatchSums):
+    """The same passes; the layers whose rule has Kronecker factors give (Σ_n A_n, Σ_n Σ_k G_n) and
+    their sample count under keys (weight, "A"), (weight, "G"), (weight, "factored"); the other
+    parameters Σ squares under their names."""
+
+    def _reduce(self, x, z, calls, fast, v) -> dict:
+        blocks = {m: names for m, names in fast.items() if "weight" in names and rule_for(m).kronecker is not None}
+        out: dict = {}
+        with torch.no_grad():  # A depends on the inputs only: once per pass, whatever the cotangents
+            for m, names in blocks.items():
+                weight = names["weight"]
+                out[(weight, "A")] = rule_for(m).kronecker.input_factor(m, [c.input for c in calls[m]], "bias" in names)
+                out[(weight, "factored")] = z.new_tensor(float(len(x)))
+        for grads in _output_gradients(z, v, fast, calls):
+            with torch.no_grad():
+                for m, names in fast.items():
+                    if m in blocks:
+                        key = (names["weight"], "G")
+                        g = rule_for(m).kronecker.output_factor(m, grads[m])
+                        out[key] = out[key] + g if key in out else g
+                        continue
+                    part = rule_for(m).elementwise(m, [c.input for c in calls[m]], grads[m], self.rho)
+                    for attr, name in names.items():
+                        out[name] = out[name] + part[attr] if name in out else part[attr]
+        del z, calls  # free the graph and the captured activations before the generic pass
+        covered = {name for names in blocks.values() for name in names.values()} | set(out)
+        generic = [name for name in self.params if name not in covered]
+        if generic:
+            out.update(_generic_sums(self.model, x, v, generic, self.rho, self.transform, self.budget))
+        return out
 
 class _Call:
     """One call of a hooked module: its input (detached) and output (the graph node to differentiate)."""
@@ -255,9 +356,9 @@ def _forward_capturing(model, x, candidates, transform):
         finally:
             for h in handles:
                 h.remove()
-        if not isinstance(z, Tensor) or z.dim() != 2:
-            raise ValueError(f"the model (after output_transform) must return (batch, outputs) logits, "
-                             f"got {getattr(z, 'shape', type(z))}")
+        if not isinstance(z, Tensor) or z.dim() < 2:
+            raise ValueError(f"the model (after output_transform) must return (batch, outputs) or "
+                             f"(batch, positions..., outputs) logits, got {getattr(z, 'shape', type(z))}")
         if not torch.isfinite(z).all():
             raise ValueError("the model's outputs contain NaN or inf: the result would not be finite. "
                              "Check the model's parameters and the inputs.")
@@ -317,7 +418,7 @@ def _output_gradients(z, v, fast, calls) -> Iterator[dict[nn.Module, list[Tensor
     k_total, n = v.shape[0], v.shape[1]
     outputs = [c.output for m in fast for c in calls[m]]
     width = sum(o[0].numel() for o in outputs)
-    kc = max(1, min(k_total, _BUDGET // max(1, n * width)))  # cotangents per backward pass
+    kc = max(1, min(k_total, CHUNK_ELEMENTS // max(1, n * width)))  # cotangents per backward pass
     for k0 in range(0, k_total, kc):
         vk = v[k0:k0 + kc]
         grads = torch.autograd.grad(
@@ -333,8 +434,11 @@ def _output_gradients(z, v, fast, calls) -> Iterator[dict[nn.Module, list[Tensor
         yield per_module
 
 
-def _generic_sums(model, x, v, names, rho, transform) -> dict[str, Tensor]:
-    """torch.func: per sample, a vjp of the output with each of its K cotangents."""
+def _generic_sums(model, x, v, names, rho, transform, budget: int = MEMORY_BUDGET) -> dict[str, Tensor]:
+    """torch.func: per sample, a vjp of the output with each of its K cotangents.
+
+    Per-sample gradients are materialised here, K × (the parameters' size) per sample: samples go
+    through in steps that keep them within ``budget`` bytes (one sample at least)."""
     params = dict(model.named_parameters())
     primals = {name: params[name].detach() for name in names}
 
@@ -348,7 +452,7 @@ def _generic_sums(model, x, v, names, rho, transform) -> dict[str, Tensor]:
         return {name: rho(t).sum(0) for name, t in g.items()}
 
     k, n = v.shape[:2]
-    step = max(1, _BUDGET // (k * sum(p.numel() for p in primals.values())))
+    step = max(1, budget // (v.element_size() * k * sum(p.numel() for p in primals.values())))
     sums = {name: torch.zeros_like(p) for name, p in primals.items()}
     with torch.no_grad():  # torch.func ignores an outer no_grad; this only stops a useless outer graph
         for i in range(0, n, step):
@@ -390,16 +494,20 @@ def _refuse_batch_statistics(model: nn.Module) -> None:
 # --------------------------------------------------------------------------------------------------
 def average_over_data(
     model: nn.Module, data: Batches | tuple[Tensor, Tensor], batch_sums: BatchSums, *,
-    max_samples: int | None = None, progress: bool = False, desc: str = "", like: dict | None = None,
+    max_samples: int | None = None, progress: bool = False, desc: str = "", gather: int | None = None,
+    like: dict | None = None,
 ) -> dict:
     """Σ over batches of ``batch_sums(x, y, first) -> (sums, weight)``, divided by Σ weight.
+
+    ``gather``: consecutive batches smaller than this many samples are concatenated first (when
+    their shapes allow), so that per-batch overhead is paid per ``gather`` samples. ``like``: the
+    entries ``batch_sums`` may return, key -> a tensor of their shape and dtype (default: the
+    trainable parameters); every process all-reduces all of them, whatever its batches held.
 
     Runs in eval mode (every module's mode restored afterwards, also on errors) with gradients enabled;
     inputs are moved to the parameters' device. Under ``torch.distributed`` the sums and weights are
     all-reduced before dividing, so N processes give the average over the union of their shards
-    (``max_samples`` then applies per process). ``like``: the entries ``batch_sums`` may return,
-    key -> a tensor of their shape and dtype (default: the trainable parameters); every process
-    all-reduces all of them, whatever its batches held.
+    (``max_samples`` then applies per process).
     """
     if max_samples is not None and max_samples < 1:
         raise ValueError(f"max_samples must be >= 1 or None, got {max_samples}")
@@ -414,7 +522,8 @@ def average_over_data(
     weight = 0.0
     bar = _progress_bar(data, max_samples, desc) if progress else None
     with _eval_mode(model):
-        for i, (x, y) in enumerate(_batches(data, max_samples)):
+        batches = _batches(data, max_samples)
+        for i, (x, y) in enumerate(_gathered(batches, gather) if gather else batches):
             part, w = batch_sums(x.to(device), y.to(device), i == 0)
             for name, t in part.items():
                 sums[name] += t
@@ -441,8 +550,7 @@ def _batches(data, max_samples: int | None) -> Iterator[tuple[Tensor, Tensor]]:
         xs, ys = data  # the whole dataset as two tensors: read in fixed-size batches
         if xs.shape[0] != ys.shape[0]:
             raise ValueError(f"(X, Y) must have equal first dimensions, got {xs.shape[0]} and {ys.shape[0]}")
-        data = ((xs[i:i + WHOLE_DATASET_BATCH], ys[i:i + WHOLE_DATASET_BATCH])
-                for i in range(0, xs.shape[0], WHOLE_DATASET_BATCH))
+        data = ((xs[i:i + CHUNK], ys[i:i + CHUNK]) for i in range(0, xs.shape[0], CHUNK))
     left = max_samples
     for batch in data:
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
@@ -455,6 +563,38 @@ def _batches(data, max_samples: int | None) -> Iterator[tuple[Tensor, Tensor]]:
             left -= len(x)
         if len(x):
             yield x, y
+
+
+def _gathered(batches: Iterator[tuple[Tensor, Tensor]], size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """Concatenate consecutive batches up to ``size`` samples; a batch that does not stack with the
+    ones waiting (other trailing shape, dtype or device, or targets that are not tensors) starts anew."""
+    xs: list[Tensor] = []
+    ys: list[Tensor] = []
+
+    def flush():
+        out = (xs[0], ys[0]) if len(xs) == 1 else (torch.cat(xs), torch.cat(ys))
+        xs.clear()
+        ys.clear()
+        return out
+
+    for x, y in batches:
+        if not isinstance(y, Tensor) or len(x) >= size:
+            if xs:
+                yield flush()
+            yield x, y
+            continue
+        if xs and not (_stacks(xs[0], x) and _stacks(ys[0], y)):
+            yield flush()
+        xs.append(x)
+        ys.append(y)
+        if sum(len(t) for t in xs) >= size:
+            yield flush()
+    if xs:
+        yield flush()
+
+
+def _stacks(a: Tensor, b: Tensor) -> bool:
+    return a.shape[1:] == b.shape[1:] and a.dtype == b.dtype and a.device == b.device
 
 
 @contextmanager
