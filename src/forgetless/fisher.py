@@ -156,7 +156,8 @@ def fisher_kfac(
     bias whose weight is frozen) gets its diagonal Fisher in the same pass, so any model works. A layer
     called at several positions (a sequence (N, T, in), a convolution's patches, a repeated call)
     follows the "expand" convention (:mod:`forgetless.layer_rules`): A averages ā āᵀ over positions,
-    G sums g gᵀ over them. Arguments, eval mode, sequences and ``torch.distributed`` as for
+    G sums g gᵀ over them. Positions whose targets are ignored (−100) add nothing to G but their
+    inputs still count in A. Arguments, eval mode, sequences and ``torch.distributed`` as for
     :func:`fisher_diagonal` (sums and sample counts all-reduced, then divided).
 
     Args:
