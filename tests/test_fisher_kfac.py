@@ -330,3 +330,43 @@ def test_empty_data_and_nan_outputs():
         model[0].weight[0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         fisher_kfac(model, data((6,), 4))
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequence outputs (N, T, C): the per-sequence convention of the diagonal, factored
+# ---------------------------------------------------------------------------------------------
+def test_sequence_outputs_use_the_per_sequence_convention():
+    """log p(y|x) = Σ_t log p(y_t|x); exact sums every position's C−1 directions (cross terms vanish
+    in expectation), empirical squares the gradient of the summed log-likelihood; -100 is ignored."""
+    torch.manual_seed(10)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4)).eval()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(7, 6, 3, generator=g), torch.randint(0, 4, (7, 6), generator=g)
+    y[0, :2] = -100
+    layers = {"0": model[0], "2": model[2]}
+    for estimator in ("exact", "empirical"):
+        got = fisher_kfac(model, (x, y), estimator=estimator).factors
+        sums = {name: [0, 0] for name in layers}
+        for i in range(len(x)):
+            seen = {}
+            handles = [m.register_forward_hook(lambda m, a, out, name=name: seen.__setitem__(name, (a[0], out)))
+                       for name, m in layers.items()]
+            logp = torch.log_softmax(model(x[i:i + 1]), -1)[0]  # (T, C)
+            for h in handles:
+                h.remove()
+            counted = [t for t in range(6) if y[i, t] != -100]
+            if estimator == "exact":  # every position, every class, weighted by p
+                objectives = [(float(logp[t, c].detach().exp()), logp[t, c]) for t in counted for c in range(4)]
+            else:
+                objectives = [(1.0, sum(logp[t, y[i, t]] for t in counted))]
+            for name, m in layers.items():
+                inp, out = seen[name]
+                a = torch.cat([inp.detach().reshape(-1, inp.shape[-1]), torch.ones(6, 1)], 1)
+                sums[name][0] = sums[name][0] + a.T @ a / len(a)
+                for w, objective in objectives:
+                    (grad,) = torch.autograd.grad(objective, out, retain_graph=True)
+                    grad = grad.reshape(-1, grad.shape[-1])
+                    sums[name][1] = sums[name][1] + w * grad.T @ grad
+        for name in layers:
+            assert_rel_close(got[f"{name}.weight"][0], sums[name][0] / len(x))
+            assert_rel_close(got[f"{name}.weight"][1], sums[name][1] / len(x))
