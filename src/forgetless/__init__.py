@@ -8,7 +8,8 @@
 Importing this package pulls in torch and nothing heavier (no matplotlib).
 """
 from .fisher import ESTIMATORS, KFAC_ESTIMATORS, KroneckerFisher, fisher_diagonal, fisher_kfac
-from .quadratic import KroneckerTerm, kronecker_penalty, merge_kronecker, merge_quadratic, quadratic_penalty
+from .quadratic import (KroneckerTerm, damp_kronecker, kronecker_penalty, merge_kronecker, merge_quadratic,
+                        quadratic_penalty)
 from .regularizers import EWC, L2, REGULARIZERS, Regularizer
 from .regularizers import MAS, SI, OnlineEWC
 from . import metrics
@@ -29,6 +30,7 @@ __all__ = [
     "Regularizer",
     "SI",
     "StateFileError",
+    "damp_kronecker",
     "fisher_diagonal",
     "fisher_kfac",
     "kronecker_penalty",
