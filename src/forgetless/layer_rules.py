@@ -13,11 +13,11 @@ convolutions, Grosse & Martens 2016): the same captured inputs and output gradie
 gradients g, so that the Fisher block of (weight, bias) is approximated by (Σ G / N) ⊗ (Σ A / N).
 Positions (sequence steps, a convolution's patches, repeated calls) follow the "expand" convention
 of Eschenhagen et al. 2023 (KFC's for convolutions): they count as extra samples of one sample's
-layer, A_n = mean over its positions of ā āᵀ and G_n = Σ over its positions of g gᵀ. This is exact
-(for deep linear networks) when every position has its own output and loss, e.g. a sequence model
-scored per position; when positions are pooled before one output (a sentence classifier), their
-"reduce" convention would be the better approximation, and a layer whose positions share nothing
-still gets a block, only a coarser one. With one position both conventions are plain K-FAC.
+layer, A_n = mean over its positions of ā āᵀ and G_n = Σ over its positions of g gᵀ. Eschenhagen
+et al. derive it for the case where every position has its own output and loss (a sequence model
+scored per position, the per-sequence Fisher of :mod:`forgetless.fisher`); when positions are pooled
+before one output (a sentence classifier) their "reduce" convention (A and G of the position sums)
+is the closer one, not offered here. With one position both are plain K-FAC.
 
 To teach the engine a new layer type: write its reduction here and add it to :data:`LAYER_RULES`
 (and a test against a batch-size-1 loop in ``tests/test_per_sample.py``). A module whose type (or
@@ -121,7 +121,8 @@ def _second_moment(a: Tensor, positions: int, bias: bool) -> Tensor:
 
 def _linear_input_factor(m: nn.Linear, inputs: list[Tensor], bias: bool) -> Tensor:
     n = inputs[0].shape[0]
-    a = torch.cat([t.reshape(n, -1, m.in_features) for t in inputs], 1)  # (N, positions, in)
+    a = [t.reshape(n, -1, m.in_features) for t in inputs]
+    a = a[0] if len(a) == 1 else torch.cat(a, 1)                          # (N, positions, in)
     return _second_moment(a.reshape(-1, m.in_features), a.shape[1], bias)
 
 
