@@ -49,7 +49,7 @@ class Runner(SeedRunner):
 
     def ewc(self, strength: float) -> EWC:
         c = self.config
-        return EWC(strength, estimator=c.estimator, structure=self.structure, damping=self.damping,
+        return EWC(strength, estimator=c.estimator, structure=self.structure, kfac_damping=self.damping,
                    fisher_samples=c.fisher_samples, seed=c.seed)
 
 

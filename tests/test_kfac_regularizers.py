@@ -212,10 +212,10 @@ def test_options_are_checked_in_one_line():
         OnlineEWC(structure="kfac", estimator="batched")
     with pytest.raises(ValueError, match="unknown factor_sum 'sum'"):
         OnlineEWC(structure="kfac", factor_sum="sum")
-    with pytest.raises(ValueError, match="damping applies to structure='kfac'"):
-        EWC(damping=0.1)
-    with pytest.raises(ValueError, match="damping must be a finite number >= 0"):
-        EWC(structure="kfac", damping=-1)
+    with pytest.raises(ValueError, match="kfac_damping applies to structure='kfac'"):
+        EWC(kfac_damping=0.1)
+    with pytest.raises(ValueError, match="kfac_damping must be a finite number >= 0"):
+        EWC(structure="kfac", kfac_damping=-1)
     assert EWC(structure="kfac").hyperparameters()["structure"] == "kfac"
 
 
@@ -236,7 +236,7 @@ def test_trains_in_the_library_loop():
 
 def test_damping_damps_every_block_when_read_and_the_state_keeps_the_raw_factors(tmp_path):
     torch.manual_seed(7)
-    model, plain, damped = Net(), EWC(2.0, structure="kfac"), EWC(2.0, structure="kfac", damping=0.01)
+    model, plain, damped = Net(), EWC(2.0, structure="kfac"), EWC(2.0, structure="kfac", kfac_damping=0.01)
     for t in range(2):
         for reg in (plain, damped):
             reg.consolidate(model, task(t))
@@ -250,4 +250,4 @@ def test_damping_damps_every_block_when_read_and_the_state_keeps_the_raw_factors
             torch.testing.assert_close(dg, g + 0.1 * g.diagonal().mean() * torch.eye(len(g)))
     assert float(damped.penalty(model).detach()) > float(plain.penalty(model).detach())
     again = forgetless.load(forgetless.save(damped, tmp_path / "damped.safetensors"))
-    assert again.damping == 0.01 and torch.equal(again.penalty(model), damped.penalty(model))
+    assert again.kfac_damping == 0.01 and torch.equal(again.penalty(model), damped.penalty(model))

@@ -34,7 +34,7 @@ class EWC(Regularizer):
             or ``batched`` (see :func:`forgetless.fisher_diagonal`; ``batched`` is diagonal only).
         structure: ``diagonal`` (default) or ``kfac`` (Kronecker-factored blocks per Linear/Conv2d
             layer, the diagonal for every other parameter; see the module docstring).
-        damping: with ``kfac``, d >= 0: each block G⊗A becomes (A + √d·ā·I) ⊗ (G + √d·ḡ·I), ā and ḡ
+        kfac_damping: with ``kfac``, d >= 0: each block G⊗A becomes (A + √d·ā·I) ⊗ (G + √d·ḡ·I), ā and ḡ
             the factors' mean diagonals (factored Tikhonov damping, :func:`forgetless.quadratic.damp_kronecker`).
             The state keeps the undamped factors; the penalty keeps damped copies (as large again).
         fisher_samples: use at most this many samples of the task's data for the Fisher
@@ -74,16 +74,16 @@ class EWC(Regularizer):
         *,
         estimator: str = "exact",
         structure: str = "diagonal",
-        damping: float = 0.0,
+        kfac_damping: float = 0.0,
         fisher_samples: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
-        damping = check_fisher_options(estimator, fisher_samples, structure, damping)
+        kfac_damping = check_fisher_options(estimator, fisher_samples, structure, kfac_damping)
         self.strength = check_strength("strength", strength)
         self.estimator = estimator
         self.structure = structure
-        self.damping = damping
+        self.kfac_damping = kfac_damping
         self.fisher_samples = fisher_samples
         self.seed = seed
         # Diagonal part: Ω = Σ_t F_t, μ = Ω-weighted mean of the anchors, c = what is left of the per-task terms.
@@ -112,7 +112,7 @@ class EWC(Regularizer):
         """The Kronecker-factored terms, one per task, damped (empty for ``structure="diagonal"``)."""
         if self._terms is None:
             self._terms = read_terms(self.kfac_in, self.kfac_out, self.kfac_anchor, one_anchor=False,
-                                     damping=self.damping)
+                                     damping=self.kfac_damping)
         return self._terms
 
     def consolidate(
@@ -156,5 +156,5 @@ class EWC(Regularizer):
     def hyperparameters(self) -> dict[str, Any]:
         return {
             "strength": self.strength, "estimator": self.estimator, "structure": self.structure,
-            "damping": self.damping, "fisher_samples": self.fisher_samples, "seed": self.seed,
+            "kfac_damping": self.kfac_damping, "fisher_samples": self.fisher_samples, "seed": self.seed,
         }

@@ -28,9 +28,9 @@ def check_structure(structure: str, damping: float = 0.0) -> float:
         raise ValueError(f"unknown Fisher structure {structure!r}; choose one of {', '.join(STRUCTURES)}")
     damping = float(damping)
     if not (math.isfinite(damping) and damping >= 0):
-        raise ValueError(f"damping must be a finite number >= 0, got {damping!r}")
+        raise ValueError(f"kfac_damping must be a finite number >= 0, got {damping!r}")
     if damping and structure != "kfac":
-        raise ValueError(f"damping applies to structure='kfac' (Kronecker factors), not {structure!r}")
+        raise ValueError(f"kfac_damping applies to structure='kfac' (Kronecker factors), not {structure!r}")
     return damping
 
 

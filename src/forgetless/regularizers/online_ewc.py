@@ -48,7 +48,7 @@ class OnlineEWC(Regularizer):
         estimator: how the Fisher is computed: ``exact`` (default), ``sampled``, ``empirical``
             or ``batched`` (see :func:`forgetless.fisher_diagonal`; ``batched`` is diagonal only).
         structure: ``diagonal`` (default) or ``kfac`` (see the module docstring).
-        damping: with ``kfac``, factored Tikhonov damping of every block, as for :class:`~forgetless.EWC`.
+        kfac_damping: with ``kfac``, factored Tikhonov damping of every block, as for :class:`~forgetless.EWC`.
         factor_sum: with ``kfac``, ``separate`` (default: every task's factors, exact) or ``merged``
             (one Kronecker product per layer, constant size); ignored by ``diagonal``.
         fisher_samples: use at most this many samples of the task's data for the Fisher
@@ -82,13 +82,13 @@ class OnlineEWC(Regularizer):
         decay: float = 1.0,
         estimator: str = "exact",
         structure: str = "diagonal",
-        damping: float = 0.0,
+        kfac_damping: float = 0.0,
         factor_sum: str = "separate",
         fisher_samples: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
-        damping = check_fisher_options(estimator, fisher_samples, structure, damping)
+        kfac_damping = check_fisher_options(estimator, fisher_samples, structure, kfac_damping)
         decay = float(decay)
         if not (math.isfinite(decay) and 0.0 <= decay <= 1.0):
             raise ValueError(f"decay must be in [0, 1], got {decay!r}")
@@ -98,7 +98,7 @@ class OnlineEWC(Regularizer):
         self.decay = decay
         self.estimator = estimator
         self.structure = structure
-        self.damping = damping
+        self.kfac_damping = kfac_damping
         self.factor_sum = factor_sum
         self.fisher_samples = fisher_samples
         self.seed = seed
@@ -126,7 +126,7 @@ class OnlineEWC(Regularizer):
         """The Kronecker-factored terms, all at the latest anchor, damped (empty for ``structure="diagonal"``)."""
         if self._terms is None:
             self._terms = read_terms(self.kfac_in, self.kfac_out, self.kfac_anchor, one_anchor=True,
-                                     damping=self.damping)
+                                     damping=self.kfac_damping)
         return self._terms
 
     def consolidate(
@@ -177,6 +177,6 @@ class OnlineEWC(Regularizer):
     def hyperparameters(self) -> dict[str, Any]:
         return {
             "strength": self.strength, "decay": self.decay, "estimator": self.estimator,
-            "structure": self.structure, "damping": self.damping, "factor_sum": self.factor_sum,
+            "structure": self.structure, "kfac_damping": self.kfac_damping, "factor_sum": self.factor_sum,
             "fisher_samples": self.fisher_samples, "seed": self.seed,
         }

@@ -10,9 +10,9 @@ from .kronecker_state import check_structure
 
 
 def check_fisher_options(estimator: str, fisher_samples: int | None, structure: str = "diagonal",
-                         damping: float = 0.0) -> float:
+                         kfac_damping: float = 0.0) -> float:
     """Validate the Fisher options; returns the damping as a float."""
-    damping = check_structure(structure, damping)
+    damping = check_structure(structure, kfac_damping)
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown Fisher estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
     if structure == "kfac" and estimator not in KFAC_ESTIMATORS:
