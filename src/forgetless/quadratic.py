@@ -291,7 +291,8 @@ class _KroneckerQuadratic(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         thetas = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph: M again, differentiably, from the saved θ
+        differentiable = torch.is_grad_enabled()
+        if differentiable:  # create_graph: M again, differentiably, from the saved θ
             kept = _kronecker_forward(thetas, ctx.plan)[1]
         else:
             kept, ctx.kept = ctx.kept, None
@@ -300,7 +301,8 @@ class _KroneckerQuadratic(torch.autograd.Function):
         grads: list[Tensor | None] = [None] * len(thetas)
         for (w, b), m in kept.items():
             for i, part in zip((w, b), m):
-                part = (part * (2 * grad)).view(thetas[i].shape)
+                # the kept M are private to this graph: scaled in place into the gradients
+                part = (part * (2 * grad) if differentiable else part.mul_(2 * grad)).view(thetas[i].shape)
                 grads[i] = part if grads[i] is None else grads[i] + part
         return (None, *grads)
 
