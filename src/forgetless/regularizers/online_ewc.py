@@ -21,7 +21,8 @@ Kronecker products, which is not one; ``factor_sum`` says what is kept:
   the rule of Kao et al. 2021 and of van de Ven et al.'s code): constant size, and never below the
   exact sum (it over-counts the cross terms π·γA⊗G_t + A_t⊗G/π).
 
-With two tasks (one penalty term) the two coincide.
+Until the second ``consolidate`` (one term) the two coincide. ``kfac_damping`` damps every term as
+it is read: with separate terms each task's block gets its own damping, the merged block gets it once.
 """
 from __future__ import annotations
 
