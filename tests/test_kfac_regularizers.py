@@ -159,22 +159,22 @@ def test_inconsistent_factor_states_are_refused_in_one_line(tmp_path):
     with pytest.raises(ValueError, match="state has Kronecker factors but structure='diagonal'"):
         EWC().load_state_dict(state)
     bad = dict(state, **{"kfac_in.0.fc.weight": torch.zeros(7, 7)})  # fc has 5 inputs and a bias
-    with pytest.raises(ValueError, match="anchor of 'fc.weight' .* does not fit"):
+    with pytest.raises(ValueError, match="no anchor of 'fc.weight' .* that fits its factors"):
         EWC(structure="kfac").load_state_dict(bad)
     no_bias_row = dict(state, **{"kfac_in.0.fc.weight": torch.zeros(5, 5)})  # then fc.bias's anchor is orphaned
-    with pytest.raises(ValueError, match=r"anchors \['0.fc.bias'\] belong to no factored layer"):
+    with pytest.raises(ValueError, match=r"Kronecker anchors \['0.fc.bias'\] of no factored layer"):
         EWC(structure="kfac").load_state_dict(no_bias_row)
     missing = {k: v for k, v in state.items() if k != "kfac_out.0.out.weight"}
-    with pytest.raises(ValueError, match="name different terms or layers"):
+    with pytest.raises(ValueError, match="entries for different terms or layers"):
         EWC(structure="kfac").load_state_dict(missing)
     orphan = dict(state, **{"kfac_anchor.0.norm.weight": torch.zeros(4)})
-    with pytest.raises(ValueError, match="belong to no factored layer"):
+    with pytest.raises(ValueError, match="of no factored layer"):
         EWC(structure="kfac").load_state_dict(orphan)
     # through a state file (a consistent digest, an inconsistent state): one line naming the file
     path = forgetless.save(ewc, tmp_path / "ewc.safetensors")
     ewc.kfac_out["0.fc.weight"] = torch.zeros(4, 3)
     damaged = forgetless.save(ewc, tmp_path / "damaged.safetensors")
-    with pytest.raises(StateFileError, match=r"damaged\.safetensors: .*must be square"):
+    with pytest.raises(StateFileError, match=r"damaged\.safetensors: .*not square"):
         forgetless.load(damaged)
     assert forgetless.load(path).structure == "kfac"
 
@@ -251,3 +251,53 @@ def test_damping_damps_every_block_when_read_and_the_state_keeps_the_raw_factors
     assert float(damped.penalty(model).detach()) > float(plain.penalty(model).detach())
     again = forgetless.load(forgetless.save(damped, tmp_path / "damped.safetensors"))
     assert again.kfac_damping == 0.01 and torch.equal(again.penalty(model), damped.penalty(model))
+
+
+# ---------------------------------------------------------------------------------------------
+# Protected parameters (the rules of forgetless.regularizers.base) with Kronecker terms
+# ---------------------------------------------------------------------------------------------
+def linears():
+    return nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3))
+
+
+@pytest.mark.parametrize("make", [lambda: EWC(structure="kfac"), lambda: OnlineEWC(structure="kfac")])
+def test_a_model_of_factored_layers_only_has_no_diagonal_state_and_round_trips(make, tmp_path):
+    torch.manual_seed(8)
+    model, reg = linears(), make()
+    reg.consolidate(model, task(0))
+    assert not reg.anchor and not reg.importance and reg.kfac_in
+    move(model, 1)
+    again = forgetless.load(forgetless.save(reg, tmp_path / "reg.safetensors"))
+    assert torch.equal(again.penalty(model), reg.penalty(model))
+    empty = {k: v for k, v in reg.state_dict().items() if not k.startswith("kfac")}
+    with pytest.raises(ValueError, match=r"tasks_seen=1 but no 'anchor' entries \(nor 'kfac_in' ones\)"):
+        make().load_state_dict(empty)
+
+
+def test_a_frozen_layer_keeps_its_terms_and_anchor():
+    torch.manual_seed(9)
+    model, ewc, online = linears(), EWC(structure="kfac"), OnlineEWC(decay=0.5, structure="kfac")
+    for reg in (ewc, online):
+        reg.consolidate(model, task(0))
+    anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model[0].requires_grad_(False)
+    move(model, 2)
+    for reg in (ewc, online):
+        reg.consolidate(model, task(1))
+    assert sorted(ewc.kfac_in) == ["0.0.weight", "0.2.weight", "1.2.weight"]  # no new term for the frozen layer
+    assert torch.equal(online.kfac_anchor["0.weight"], anchor["0.weight"])    # its anchor stays
+    assert not torch.equal(online.kfac_anchor["2.weight"], anchor["2.weight"])
+    torch.testing.assert_close(online.kfac_in["0.0.weight"], 0.5 * ewc.kfac_in["0.0.weight"])  # and decays
+
+
+def test_a_model_that_does_not_match_the_factored_state_is_refused():
+    torch.manual_seed(10)
+    ewc = EWC(structure="kfac")
+    ewc.consolidate(linears(), task(0))
+    other = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3))
+    with pytest.raises(ValueError, match=r"EWC.consolidate: parameter '0.weight' has shape \(6, 5\)"):
+        ewc.consolidate(other, task(1))
+    with pytest.raises(ValueError, match="parameter '0.weight' has shape"):
+        ewc.penalty(other)
+    with pytest.raises(ValueError, match="the model has no parameter '2.weight'"):
+        ewc.penalty(nn.Sequential(nn.Linear(5, 4)))

@@ -123,7 +123,7 @@ def test_bad_factors_are_one_line_errors():
     params, anchor, (a, g) = layer(gen, (3, 4))
     with pytest.raises(ValueError, match=r"G must be \(3, 3\) and A \(4, 4\) or \(5, 5\)"):
         kronecker_penalty(params, [KroneckerTerm(anchor, {"net.weight": (a[:3, :3], g)})])
-    with pytest.raises(ValueError, match="needs parameter 'net.bias'"):
+    with pytest.raises(ValueError, match="the model has no parameter 'net.bias'"):
         kronecker_penalty({"net.weight": params["net.weight"]}, [KroneckerTerm(anchor, {"net.weight": (a, g)})])
     with pytest.raises(ValueError, match="named by its weight"):
         bias_name("net.kernel")

@@ -101,7 +101,18 @@ def train_task(
 
 @torch.no_grad()
 def accuracy(model: nn.Module, data: Split, *, output_transform: OutputTransform | None = None, batch_size: int = 4096) -> float:
-    """Fraction of ``data`` classified correctly, in eval mode (mode restored afterwards)."""
+    """Fraction of ``data`` classified correctly, in eval mode (mode restored afterwards).
+
+    NaN for an empty split (e.g. the validation split of a run with ``valid_fraction=0``): there
+    is nothing to score, and 0.0 would read as a measurement.
+
+    Example:
+        >>> model = nn.Linear(2, 2)
+        >>> accuracy(model, Split(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)))
+        nan
+    """
+    if len(data) == 0:
+        return math.nan
     was_training = model.training
     model.eval()
     try:
@@ -111,7 +122,7 @@ def accuracy(model: nn.Module, data: Split, *, output_transform: OutputTransform
             if output_transform is not None:
                 logits = output_transform(logits)
             correct += int((logits.argmax(dim=1) == y).sum())
-        return correct / max(1, len(data))
+        return correct / len(data)
     finally:
         model.train(was_training)
 

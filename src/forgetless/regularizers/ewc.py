@@ -20,22 +20,24 @@ import torch
 from torch import Tensor, nn
 
 from ..quadratic import KroneckerTerm, kronecker_penalty, merge_quadratic, quadratic_penalty
-from .base import Batches, OutputTransform, Regularizer, check_strength, snapshot, trainable_parameters
-from .kronecker_state import check_terms, layer_memory, layer_params, read_terms
-from .task_fisher import check_fisher_options, task_fisher
+from .base import Batches, OutputTransform, Regularizer, model_parameters, snapshot
+from .kronecker_state import (anchors_by_name, layer_memory, layer_params, model_problem, protected_state_problem,
+                              read_terms)
+from .options import check_seed, check_strength
+from .task_fisher import check_fisher_options, check_structure_options, task_fisher
 
 
 class EWC(Regularizer):
     """EWC with separate per-task penalties.
 
     Args:
-        strength: λ, the weight of the penalty (the paper's λ; the loss adds (λ/2)·Σ_t ΔθᵀF_tΔθ).
-        estimator: how the Fisher is computed: ``exact`` (default), ``sampled``, ``empirical``
-            or ``batched`` (see :func:`forgetless.fisher_diagonal`; ``batched`` is diagonal only).
+        strength: λ, the weight of the penalty (the paper's λ; the loss adds (λ/2)·Σ F (θ−θ*)²).
+        estimator: how the Fisher is computed: ``exact`` (default), ``sampled``, ``empirical``,
+            ``predicted`` or ``batched`` (see :func:`forgetless.fisher_diagonal`; ``batched`` is diagonal only).
         structure: ``diagonal`` (default) or ``kfac`` (Kronecker-factored blocks per Linear/Conv2d
             layer, the diagonal for every other parameter; see the module docstring).
         kfac_damping: with ``kfac``, d >= 0: each block G⊗A becomes (A + √d·ā·I) ⊗ (G + √d·ḡ·I), ā and ḡ
-            the factors' mean diagonals (factored Tikhonov damping, :func:`forgetless.quadratic.damp_kronecker`).
+            the factors' mean diagonals (factored Tikhonov damping, :func:`forgetless.damp_kronecker`).
             The state keeps the undamped factors; the penalty keeps damped copies (as large again).
         fisher_samples: use at most this many samples of the task's data for the Fisher
             (``None``: all of it).
@@ -65,8 +67,12 @@ class EWC(Regularizer):
 
     name = "ewc"
     _state_keys = ("importance", "anchor", "kfac_in", "kfac_out", "kfac_anchor")
-    _param_shaped_keys = ("importance", "anchor")
     _scalar_keys = ("constant",)
+    _param_shaped_keys = ("importance", "anchor")
+    # what _consolidated_keys = ("anchor", "importance") would say, with the Kronecker terms counted as
+    # protection too: state_problem and _check_model below
+    _consolidated_keys = ()
+    _nonnegative_keys = ("importance", "constant")  # a Fisher, and Σ F (θ_t − μ)²
 
     def __init__(
         self,
@@ -79,13 +85,10 @@ class EWC(Regularizer):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        kfac_damping = check_fisher_options(estimator, fisher_samples, structure, kfac_damping)
         self.strength = check_strength("strength", strength)
-        self.estimator = estimator
-        self.structure = structure
-        self.kfac_damping = kfac_damping
-        self.fisher_samples = fisher_samples
-        self.seed = seed
+        self.estimator, self.fisher_samples = check_fisher_options(estimator, fisher_samples)
+        self.structure, self.kfac_damping = check_structure_options(structure, kfac_damping, self.estimator)
+        self.seed = check_seed("seed", seed)
         # Diagonal part: Ω = Σ_t F_t, μ = Ω-weighted mean of the anchors, c = what is left of the per-task terms.
         self.importance: dict[str, Tensor] = {}
         self.anchor: dict[str, Tensor] = {}
@@ -99,13 +102,11 @@ class EWC(Regularizer):
     def penalty(self, model: nn.Module) -> Tensor:
         if self.tasks_seen == 0:
             return self._zero(model)
-        params = trainable_parameters(model)
+        params = model_parameters(model)
         quad = quadratic_penalty(params, self.anchor, self.importance) if self.anchor else None
         if self.kfac_in:
             kron = kronecker_penalty(params, self.terms())
             quad = kron if quad is None else quad + kron
-        if quad is None:
-            return self._zero(model)
         return 0.5 * self.strength * (quad + self.constant.to(quad.device))
 
     def terms(self) -> list[KroneckerTerm]:
@@ -118,6 +119,7 @@ class EWC(Regularizer):
     def consolidate(
         self, model: nn.Module, data: Batches | None = None, *, output_transform: OutputTransform | None = None
     ) -> None:
+        self._check_model(model)
         fisher = task_fisher(
             "EWC", model, data, estimator=self.estimator, fisher_samples=self.fisher_samples, seed=self.seed,
             task_index=self.tasks_seen, output_transform=output_transform, structure=self.structure,
@@ -132,13 +134,14 @@ class EWC(Regularizer):
             fisher = fisher.diagonal
             self._terms = None
         constant = self.constant
-        for name, f in fisher.items():
-            if name in self.importance:
-                self.importance[name], self.anchor[name], c = merge_quadratic(
-                    self.importance[name], self.anchor[name], f, theta[name])
-                constant = constant + c.cpu()
-            else:
-                self.importance[name], self.anchor[name] = f, theta[name]
+        for name in fisher:
+            if name not in self.importance:  # first task, or a parameter new since: nothing to fold into
+                self.importance[name], self.anchor[name] = fisher[name], theta[name]
+                continue
+            self.importance[name], self.anchor[name], c = merge_quadratic(
+                self.importance[name], self.anchor[name], fisher[name], theta[name]
+            )
+            constant = constant + c.cpu()
         self.constant = constant
         self.tasks_seen += 1
 
@@ -146,12 +149,22 @@ class EWC(Regularizer):
         """Per module: its structure, the bytes of state kept for it and the bytes of its parameters."""
         return layer_memory(self.terms(), self.importance, self.anchor, shared_anchor=False)
 
+    def _check_model(self, model: nn.Module, what: str = "consolidate") -> None:
+        super()._check_model(model, what)
+        protected = {**self.anchor, **anchors_by_name(self.kfac_anchor, one_anchor=False)}
+        problem = model_problem(model_parameters(model), protected)
+        if problem:
+            raise ValueError(f"EWC.{what}: {problem}")
+
+    @classmethod
+    def state_problem(cls, state) -> str | None:
+        return super().state_problem(state) or protected_state_problem(state, one_anchor=False)
+
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if self.structure != "kfac" and any(k.startswith("kfac_in.") for k in state):
+            raise ValueError(f"EWC.load_state_dict: the state has Kronecker factors but structure={self.structure!r}")
         super().load_state_dict(state)
         self._terms = None
-        if self.kfac_in and self.structure != "kfac":
-            raise ValueError(f"EWC.load_state_dict: the state has Kronecker factors but structure={self.structure!r}")
-        check_terms(self.kfac_in, self.kfac_out, self.kfac_anchor, one_anchor=False)
 
     def hyperparameters(self) -> dict[str, Any]:
         return {

@@ -7,20 +7,23 @@ from torch import Tensor, nn
 from ..fisher import ESTIMATORS, KFAC_ESTIMATORS, KroneckerFisher, fisher_diagonal, fisher_kfac
 from .base import Batches, OutputTransform
 from .kronecker_state import check_structure
+from .options import check_count
 
 
-def check_fisher_options(estimator: str, fisher_samples: int | None, structure: str = "diagonal",
-                         kfac_damping: float = 0.0) -> float:
-    """Validate the Fisher options; returns the damping as a float."""
-    damping = check_structure(structure, kfac_damping)
-    if estimator not in ESTIMATORS:
+def check_fisher_options(estimator: object, fisher_samples: object) -> tuple[str, int | None]:
+    """``(estimator, fisher_samples)`` checked: a known estimator's name, and a count or None."""
+    if not isinstance(estimator, str) or estimator not in ESTIMATORS:
         raise ValueError(f"unknown Fisher estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+    return estimator, check_count("fisher_samples", fisher_samples)
+
+
+def check_structure_options(structure: object, kfac_damping: object, estimator: str) -> tuple[str, float]:
+    """``(structure, kfac_damping)`` checked, and that the estimator has Kronecker factors if needed."""
+    damping = check_structure(structure, kfac_damping)
     if structure == "kfac" and estimator not in KFAC_ESTIMATORS:
         raise ValueError(f"estimator {estimator!r} has no Kronecker factors (a square of a batch's mean gradient); "
                          f"with structure='kfac' choose one of {', '.join(KFAC_ESTIMATORS)}")
-    if fisher_samples is not None and fisher_samples < 1:
-        raise ValueError(f"fisher_samples must be >= 1 or None, got {fisher_samples}")
-    return damping
+    return structure, damping
 
 
 def task_fisher(
