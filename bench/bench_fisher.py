@@ -7,12 +7,15 @@ in ONE process, interleaved round by round so that load on a shared machine hits
   * one plain training epoch: Adam (lr 1e-3, fused as in training), batch 128, cross-entropy, over the same N samples;
   * fisher_diagonal for each estimator, given the data in batches of 128 (what a user's DataLoader
     yields; the engine gathers them into passes of 512), of 512 and of 2048;
+  * fisher_kfac (Kronecker factors A, G per layer, issue 10) for exact, sampled and empirical, likewise;
   * the straightforward per-sample loop (batch size 1, autograd.grad on log p; for ``exact`` a loop over
     classes weighted by p) on a subset, extrapolated to N; it is also the correctness reference.
 Times are medians over repeats; the "flops" column is the ratio of multiply-adds, the floor that
 Fisher/epoch would reach if both ran at the same speed (the epoch pays for small batches and Adam).
 Targets (performance issues), with batches of 128: exact <= 0.6 epoch, sampled/empirical/predicted
-<= 0.45 epoch, and >= 100x faster than the batch-size-1 loop.
+<= 0.45 epoch, and >= 100x faster than the batch-size-1 loop; the K-FAC factors with ``exact`` <= 1.0
+epoch on the seed net (issue 10). The K-FAC rows' "flops" floor adds the factors' products (A: n² per
+sample and layer for n inputs, G: K·out²) to the diagonal pass's forward and backward.
 """
 from __future__ import annotations
 
@@ -30,13 +33,14 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout, uninstalled
-from forgetless.fisher import fisher_diagonal  # noqa: E402
+from forgetless.fisher import fisher_diagonal, fisher_kfac  # noqa: E402
 from forgetless.training import adam  # noqa: E402
 
 NETWORKS = {"784-128-5 (seed)": ((128,), 5), "784-400-400-10": ((400, 400), 10),
             "784-1000-1000-10": ((1000, 1000), 10)}
 ESTIMATORS = ("exact", "sampled", "empirical", "predicted", "batched")
-TARGET = {"exact": 0.6, "sampled": 0.45, "empirical": 0.45, "predicted": 0.45}
+KFAC = ("kfac exact", "kfac sampled", "kfac empirical")  # fisher_kfac with these estimators
+TARGET = {"exact": 0.6, "sampled": 0.45, "empirical": 0.45, "predicted": 0.45, "kfac exact": 1.0}
 USER_BATCH = 128  # the targets hold for data in the batches a DataLoader typically yields
 
 
@@ -58,8 +62,10 @@ def flops_ratio(hidden: tuple[int, ...], classes: int, estimator: str) -> float:
     dims = (784, *hidden, classes)
     fwd = sum(a * b for a, b in zip(dims, dims[1:]))
     back = fwd - dims[0] * dims[1]
-    k = classes - 1 if estimator == "exact" else 1
-    return (2 * fwd + k * back) / (2 * fwd + back)
+    kfac = estimator.startswith("kfac ")
+    k = classes - 1 if estimator.removeprefix("kfac ") == "exact" else 1
+    reduction = sum((a + 1) ** 2 + k * b * b for a, b in zip(dims, dims[1:])) if kfac else fwd
+    return (fwd + k * back + reduction) / (2 * fwd + back)
 
 
 def timed(fn) -> float:
@@ -110,6 +116,9 @@ def bench(name, hidden, classes, n, repeats, loop_n, batch_sizes):
     for est in ESTIMATORS:
         for bs in batch_sizes:
             runs[(est, bs)] = lambda est=est, bs=bs: fisher_diagonal(model, batches[bs], estimator=est)
+    for est in KFAC:
+        for bs in batch_sizes:
+            runs[(est, bs)] = lambda est=est, bs=bs: fisher_kfac(model, batches[bs], estimator=est[5:])
     for fn in runs.values():  # warm-up: allocator, vmap and autograd caches
         fn()
     times = {key: [] for key in runs}
@@ -135,9 +144,9 @@ def bench(name, hidden, classes, n, repeats, loop_n, batch_sizes):
     print(f"\n{name}: N={n}, {classes} classes, data in batches of {USER_BATCH}; one training epoch "
           f"(Adam, batch 128) = {epoch:.3f} s "
           f"(load average {os.getloadavg()[0]:.1f})")
-    print(f"  {'estimator':<10} {'Fisher s':>9} {'Fisher/epoch':>13} {'target':>7} "
+    print(f"  {'estimator':<14} {'Fisher s':>9} {'Fisher/epoch':>13} {'target':>7} "
           f"{'flops':>6} {'bs-1 loop s':>12} {'loop/Fisher':>12}   Fisher/epoch at each incoming batch size")
-    for est in ESTIMATORS:
+    for est in (*ESTIMATORS, *KFAC):
         tf = t[(est, USER_BATCH)]
         ratio = tf / epoch
         target = TARGET.get(est)
@@ -145,7 +154,7 @@ def bench(name, hidden, classes, n, repeats, loop_n, batch_sizes):
         lp = f"{loop[est]:12.1f} {loop[est] / tf:11.0f}x" if est in loop else f"{'-':>12} {'-':>12}"
         sizes = ", ".join(f"{bs}: {t[(est, bs)] / epoch:.2f}x" for bs in batch_sizes)
         floor = flops_ratio(hidden, classes, est)
-        print(f"  {est:<10} {tf:9.3f} {ratio:12.2f}x {verdict:>7} {floor:5.2f}x {lp}   {sizes}")
+        print(f"  {est:<14} {tf:9.3f} {ratio:12.2f}x {verdict:>7} {floor:5.2f}x {lp}   {sizes}")
     print("  flops = multiply-adds of the Fisher pass / of a training step (Fisher/epoch if both ran "
           "equally fast)")
     print(f"  max relative error vs the bs-1 loop on {sub} samples: "

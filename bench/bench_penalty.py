@@ -18,8 +18,15 @@ the ratio to the plain step of the same round, times are medians):
    SI both between tasks and during one (it keeps the path integral while a task runs, and a copy of
    the parameters from step to step unless ``before_step`` is called before every step).
 
+4. Kronecker-factored EWC (issue 10) on the seed net (with its Dropout(0.5)) and 784-400-400-10:
+   EWC(structure="kfac") after 1, 2, 5, 10 tasks (one term per task: the cost grows), OnlineEWC(kfac)
+   with separate terms and with merged ones (constant), beside the diagonal EWC; the floor of the ratio
+   if every multiply-add ran at the same speed (the penalty's G·ΔW̄·A per layer and term against the
+   step's forward and backward); state bytes and memory() per layer.
+
 Targets (performance issue): step with penalty <= 1.15x a plain step, state <= 3x the parameters, and
-neither growing with the number of tasks. RSS is a process-lifetime peak and torch's CPU allocator
+neither growing with the number of tasks. Issue 10: a step with the K-FAC penalty (one task) <= 2.0x a
+plain step on the seed net, <= 1.3x on 784-400-400-10. RSS is a process-lifetime peak and torch's CPU allocator
 keeps no statistics, so memory is counted in tensor bytes: the state, and what the graph keeps.
 """
 from __future__ import annotations
@@ -404,6 +411,71 @@ def bench_regularizers(name, hidden, classes, task_counts, repeats, block_s) -> 
     return times
 
 
+KFAC_TARGET = {"784-128-5 (seed)": 2.0, "784-400-400-10": 1.3}
+KFAC_TASKS = (1, 2, 5, 10)
+
+
+def kfac_flops_floor(hidden, classes, terms: int) -> float:
+    """(step + penalty) / step in multiply-adds: per layer and term out·n·(out + n), n = inputs + 1."""
+    dims = (784, *hidden, classes)
+    fwd = sum(a * b for a, b in zip(dims, dims[1:]))
+    step = BATCH * (3 * fwd - dims[0] * dims[1])  # forward, weight gradients, input gradients of layers 2..L
+    penalty = sum(b * (a + 1) * (b + a + 1) for a, b in zip(dims, dims[1:]))
+    return (step + terms * penalty) / step
+
+
+def bench_kfac(name, hidden, classes, task_counts, repeats, block_s) -> None:
+    torch.manual_seed(0)
+    seed_net = name.startswith("784-128-5")
+    model = mlp(784, hidden, classes, dropout=0.5 if seed_net else 0.0)  # the seed net as `forgetless seed` runs it
+    stepper = Stepper(model, classes)
+    data = [(torch.rand(SAMPLES, 784), torch.randint(0, classes, (SAMPLES,)))]
+    makers = {
+        "ewc (diagonal)": lambda: EWC(1.0, fisher_samples=SAMPLES),
+        "ewc-kfac": lambda: EWC(1.0, structure="kfac", fisher_samples=SAMPLES),
+        "online-ewc-kfac separate": lambda: OnlineEWC(1.0, decay=0.9, structure="kfac", fisher_samples=SAMPLES),
+        "online-ewc-kfac merged": lambda: OnlineEWC(1.0, decay=0.9, structure="kfac", factor_sum="merged",
+                                                    fisher_samples=SAMPLES),
+    }
+    regs = {k: make() for k, make in makers.items()}
+    kept: dict[tuple[str, int], Regularizer] = {}
+    for t in range(1, max(task_counts) + 1):
+        for _ in range(2):  # the parameters move between tasks
+            stepper.step()
+        for reg in regs.values():
+            reg.consolidate(model, data)
+        if t in task_counts:
+            for k, reg in regs.items():
+                kept[(k, t)] = copy.deepcopy(reg)
+    block = block_for(stepper, block_s)
+    runs = {"plain": stepper.step}
+    for (k, t), reg in kept.items():
+        if k == "ewc (diagonal)" and t > 1:
+            continue  # folded: the same cost for any number of tasks (section 2)
+        runs[(k, t)] = lambda reg=reg: stepper.step(lambda: reg.penalty(model))
+    times, ratios = interleaved(runs, repeats, block)
+    pb = param_bytes(model)
+    print(f"\n{name}{' with Dropout(0.5)' if seed_net else ''}: plain step = {times['plain'] * 1e3:.3f} ms; "
+          f"{block} steps per block (load average {os.getloadavg()[0]:.1f})")
+    cols = "".join(f"{f'{t} task' + ('s' if t > 1 else ''):>12}" for t in task_counts)
+    target = KFAC_TARGET.get(name)
+    print(f"  step with penalty / plain step{'':<6}{cols}   target (1 task)")
+    for k in makers:
+        cells = "".join(f"{ratios[(k, t)]:11.3f}x" if (k, t) in ratios else f"{'-':>12}" for t in task_counts)
+        verdict_1 = "" if target is None or k == "ewc (diagonal)" else f"{verdict(ratios[(k, 1)], target)} <= {target}x"
+        print(f"  {k:<36}{cells}   {verdict_1}")
+    floor = "".join(f"{kfac_flops_floor(hidden, classes, t):11.3f}x" for t in task_counts)
+    print(f"  {'floor: equal speed per multiply-add':<36}{floor}   (ewc-kfac, separate terms)")
+    print(f"  state bytes / parameter bytes ({pb / 1e6:.2f} MB){'':<1}{cols}")
+    for k in makers:
+        cells = "".join(f"{state_bytes(kept[(k, t)]) / pb:11.2f}x" for t in task_counts)
+        print(f"  {k:<36}{cells}")
+    memory = kept[("ewc-kfac", 1)].memory()
+    print("  ewc-kfac after 1 task, per layer: " + "; ".join(
+        f"{m}: {e['structure']} {e['state_bytes'] / 1e6:.2f} MB ({e['state_bytes'] / e['parameter_bytes']:.1f}x its "
+        f"parameters)" for m, e in memory.items()))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tasks 1,3; 3 rounds, short blocks: a smoke run")
@@ -411,6 +483,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 15)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--networks", default=None, help="comma-separated subset of: seed,400,1000")
+    ap.add_argument("--sections", default="1,2,4", help="comma-separated subset of 1,2,4 (2 includes 3)")
     args = ap.parse_args(argv)
     task_counts = tuple(int(t) for t in (args.tasks or ("1,3" if args.quick else "1,10,100")).split(","))
     repeats = args.repeats or (3 if args.quick else 15)
@@ -420,12 +493,20 @@ def main(argv=None) -> int:
     names = [keys[k] for k in args.networks.split(",")] if args.networks else list(NETWORKS)
     print(f"torch {torch.__version__}, Python {platform.python_version()}, {torch.get_num_threads()} threads, "
           f"float32, CPU; load average before: {os.getloadavg()[0]:.1f}")
-    print("\n=== 1. implementations of quadratic_penalty (one task, EWC-shaped weights) ===")
-    for name in names:
-        bench_implementations(name, *NETWORKS[name], repeats, block_s)
-    print(f"\n=== 2-3. regularizers after {', '.join(map(str, task_counts))} tasks: step time and state ===")
-    for name in names:
-        bench_regularizers(name, *NETWORKS[name], task_counts, repeats, block_s)
+    sections = set(args.sections.split(","))
+    if "1" in sections:
+        print("\n=== 1. implementations of quadratic_penalty (one task, EWC-shaped weights) ===")
+        for name in names:
+            bench_implementations(name, *NETWORKS[name], repeats, block_s)
+    if "2" in sections:
+        print(f"\n=== 2-3. regularizers after {', '.join(map(str, task_counts))} tasks: step time and state ===")
+        for name in names:
+            bench_regularizers(name, *NETWORKS[name], task_counts, repeats, block_s)
+    if "4" in sections:
+        kfac_tasks = (1, 2) if args.quick else KFAC_TASKS
+        print(f"\n=== 4. Kronecker-factored EWC after {', '.join(map(str, kfac_tasks))} tasks (issue 10) ===")
+        for name in (n for n in names if n in KFAC_TARGET or args.networks):  # 784-1000-1000: only when named
+            bench_kfac(name, *NETWORKS[name], kfac_tasks, repeats, block_s)
     print(f"\nload average after: {os.getloadavg()[0]:.1f} (other processes on the machine inflate all times)")
     return 0
 

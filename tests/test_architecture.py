@@ -12,7 +12,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "forgetless"
 # The library a user of EWC alone pulls in: nothing in it may import the runner side.
-CORE = ("forgetless.fisher", "forgetless.per_sample", "forgetless.layer_rules", "forgetless.quadratic", "forgetless.state",
+CORE = ("forgetless.fisher", "forgetless.per_sample", "forgetless.layer_rules", "forgetless.quadratic", "forgetless.kronecker", "forgetless.state",
         "forgetless.regularizers", "forgetless.files", "forgetless.metrics")
 
 

@@ -17,7 +17,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from forgetless import EWC, ESTIMATORS, MAS, OnlineEWC, fisher_diagonal
+from forgetless import EWC, ESTIMATORS, MAS, OnlineEWC, fisher_diagonal, fisher_kfac
 from forgetless.per_sample import output_norm_sensitivity
 
 WORLD = 2
@@ -55,10 +55,16 @@ def _compute(rank: int | None) -> dict[str, dict[str, torch.Tensor]]:
     for estimator in ESTIMATORS:
         out[f"fisher/{estimator}"] = fisher_diagonal(
             model, task0, estimator=estimator, generator=torch.Generator().manual_seed(SEED))
+    for estimator in ("exact", "empirical"):  # factors of both Linears, the diagonal for the LayerNorm
+        kfac = fisher_kfac(model, task0, estimator=estimator)
+        out[f"kfac/{estimator}"] = {**{f"{w}/{i}": f[i] for w, f in kfac.factors.items() for i in (0, 1)},
+                                    **kfac.diagonal}
     out["mas/importance"] = output_norm_sensitivity(model, task0)
     # a rank with no data at all still takes part (its sums and count are zeros)
     only_rank0 = _shard(_batches(0), 0) if rank in (None, 0) else []
     out["fisher/rank 1 empty"] = fisher_diagonal(model, only_rank0)
+    kfac = fisher_kfac(model, only_rank0)
+    out["kfac/rank 1 empty"] = {**{f"{w}/{i}": f[i] for w, f in kfac.factors.items() for i in (0, 1)}, **kfac.diagonal}
     # two tasks through the regularizers, with the parameters moved in between
     regs = {"ewc": EWC(strength=3.0), "online-ewc": OnlineEWC(strength=2.0, decay=0.5, estimator="empirical"),
             "mas": MAS(strength=1.0), "ewc-batched": EWC(estimator="batched")}

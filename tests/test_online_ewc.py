@@ -186,8 +186,8 @@ def test_registered_and_hyperparameters_recorded():
     assert forgetless.REGULARIZERS["online-ewc"] is OnlineEWC
     reg = OnlineEWC(strength=2.0, decay=0.9, estimator="empirical", fisher_samples=100, seed=1)
     assert reg.hyperparameters() == {
-        "strength": 2.0, "decay": 0.9, "decay_in_penalty": False, "estimator": "empirical", "fisher_samples": 100,
-        "seed": 1,
+        "strength": 2.0, "decay": 0.9, "decay_in_penalty": False, "estimator": "empirical", "structure": "diagonal",
+        "kfac_damping": 0.0, "factor_sum": "separate", "fisher_samples": 100, "seed": 1,
     }
     assert OnlineEWC(decay_in_penalty=True).hyperparameters()["decay_in_penalty"] is True
     assert repr(reg).startswith("OnlineEWC(strength=2.0, decay=0.9")

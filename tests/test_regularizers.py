@@ -143,5 +143,6 @@ def test_constructors_accept_numpy_integers_and_store_plain_ints():
     import numpy as np
 
     ewc = forgetless.EWC(strength=np.float32(2), fisher_samples=np.int64(5), seed=np.int64(3))
-    assert ewc.hyperparameters() == {"strength": 2.0, "estimator": "exact", "fisher_samples": 5, "seed": 3}
+    assert ewc.hyperparameters() == {"strength": 2.0, "estimator": "exact", "structure": "diagonal",
+                                     "kfac_damping": 0.0, "fisher_samples": 5, "seed": 3}
     assert type(ewc.fisher_samples) is int and type(ewc.seed) is int

@@ -7,7 +7,8 @@
 
 Importing this package pulls in torch and nothing heavier (no matplotlib).
 """
-from .fisher import ESTIMATORS, fisher_diagonal
+from .fisher import ESTIMATORS, KFAC_ESTIMATORS, KroneckerFisher, fisher_diagonal, fisher_kfac
+from .kronecker import KroneckerTerm, damp_kronecker, kronecker_penalty, merge_kronecker
 from .quadratic import merge_quadratic, quadratic_penalty
 from .regularizers import EWC, L2, REGULARIZERS, Regularizer
 from .regularizers import MAS, SI, OnlineEWC
@@ -18,7 +19,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ESTIMATORS",
+    "KFAC_ESTIMATORS",
     "EWC",
+    "KroneckerFisher",
+    "KroneckerTerm",
     "L2",
     "MAS",
     "OnlineEWC",
@@ -26,8 +30,12 @@ __all__ = [
     "Regularizer",
     "SI",
     "StateFileError",
+    "damp_kronecker",
     "fisher_diagonal",
+    "fisher_kfac",
+    "kronecker_penalty",
     "load",
+    "merge_kronecker",
     "merge_quadratic",
     "metrics",
     "quadratic_penalty",

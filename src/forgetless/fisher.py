@@ -1,4 +1,4 @@
-"""The diagonal Fisher information of a classifier: THE place it is computed.
+"""The Fisher information of a classifier, diagonal or Kronecker-factored: THE place it is computed.
 
     F_i = E_x E_{y ~ p_θ(·|x)} [(∂ log p_θ(y|x) / ∂θ_i)²]
 
@@ -27,23 +27,31 @@ refused beyond :data:`EXACT_MAX_DIRECTIONS` (use ``sampled``: one direction, unb
 ``predicted`` and ``empirical`` put one label at every position and square the summed gradient.
 Targets equal to :data:`IGNORE_INDEX` (−100, as in PyTorch and Hugging Face) mark positions that do
 not count (padding, a prompt), for every estimator; the average is still over sequences.
+
+The estimator says which labels; the structure says which matrix. :func:`fisher_kfac` takes the same
+estimators (but ``batched``, which has no per-sample gradient to factor) and keeps, per Linear and
+Conv2d layer, the Kronecker factors of K-FAC (Martens & Grosse 2015; KFC, Grosse & Martens 2016, for
+convolutions): F_layer ≈ G ⊗ A with A = E[ā āᵀ] over the layer's inputs ā = (a, 1) and
+G = E[Σ_y w_y g gᵀ] over g = ∂ log p(y|x)/∂(layer output), from the same cotangents as the diagonal.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .per_sample import MEMORY_BUDGET, average_over_data, reduce_per_sample
+from .per_sample import MEMORY_BUDGET, average_over_data, reduce_per_sample, reduce_per_sample_kronecker
 
 ESTIMATORS = ("exact", "sampled", "empirical", "predicted", "batched")
+KFAC_ESTIMATORS = tuple(e for e in ESTIMATORS if e != "batched")
 IGNORE_INDEX = -100          # a target with this value marks a position that does not count
 EXACT_MAX_DIRECTIONS = 4096  # exact needs positions × (C−1) backward directions per sample: refused beyond
 
-__all__ = ["ESTIMATORS", "EXACT_MAX_DIRECTIONS", "IGNORE_INDEX", "fisher_diagonal"]
+__all__ = ["ESTIMATORS", "EXACT_MAX_DIRECTIONS", "IGNORE_INDEX", "KFAC_ESTIMATORS", "KroneckerFisher",
+           "fisher_diagonal", "fisher_kfac"]
 
 
 def fisher_diagonal(
@@ -112,6 +120,73 @@ def fisher_diagonal(
         model, data, _ScoreCotangents(estimator, generator), reduce="square", output_transform=output_transform,
         max_samples=max_samples, progress=progress, desc=desc, memory_budget=memory_budget,
     )
+
+
+class KroneckerFisher(NamedTuple):
+    """The Fisher with one Kronecker-factored block per Linear/Conv2d layer, the diagonal elsewhere.
+
+    Attributes:
+        factors: weight name -> (A, G), symmetric: the block of (weight, bias) is ``torch.kron(G, A)``
+            for the weight flattened to (out, in) (a Conv2d's to (out, in·kh·kw)) with the bias as a
+            last column, vec() reading rows; A has that bias row and column when the layer's bias is
+            trainable (see :class:`forgetless.kronecker.KroneckerTerm`).
+        diagonal: every other trainable parameter -> its diagonal Fisher, as :func:`fisher_diagonal`.
+    """
+
+    factors: dict[str, tuple[Tensor, Tensor]]
+    diagonal: dict[str, Tensor]
+
+
+def fisher_kfac(
+    model: nn.Module,
+    data: Iterable[tuple[Tensor, Tensor]] | tuple[Tensor, Tensor],
+    *,
+    estimator: str = "exact",
+    output_transform: Callable[[Tensor], Tensor] | None = None,
+    generator: torch.Generator | None = None,
+    max_samples: int | None = None,
+    progress: bool = False,
+    memory_budget: int = MEMORY_BUDGET,
+) -> KroneckerFisher:
+    """Kronecker-factored Fisher of a classifier ``model`` (logits out), averaged over ``data``.
+
+    For every ``nn.Linear`` and ``nn.Conv2d`` (groups=1, zero padding) whose weight is trainable and
+    its own, A = E[ā āᵀ] and G = E[Σ_y w_y g gᵀ] (module docstring), from one pass of the per-sample
+    engine; every other trainable parameter (LayerNorm, Embedding, a tied or functionally used weight, a
+    bias whose weight is frozen) gets its diagonal Fisher in the same pass, so any model works. A layer
+    called at several positions (a sequence (N, T, in), a convolution's patches, a repeated call)
+    follows the "expand" convention (:mod:`forgetless.layer_rules`): A averages ā āᵀ over positions,
+    G sums g gᵀ over them. Positions whose targets are ignored (−100) add nothing to G but their
+    inputs still count in A. Arguments, eval mode, sequences and ``torch.distributed`` as for
+    :func:`fisher_diagonal` (sums and sample counts all-reduced, then divided).
+
+    Args:
+        estimator: ``exact`` (default: the C−1 cotangents, so G is the expectation over y ~ p(·|x)),
+            ``sampled``, ``empirical`` or ``predicted``; ``batched`` has no per-sample gradient and is refused.
+
+    Raises:
+        ValueError: unknown or ``batched`` estimator, empty data, targets out of range, non-finite outputs.
+
+    Example:
+        >>> torch.manual_seed(0) and None
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        >>> fisher = fisher_kfac(model, (torch.randn(100, 4), torch.randint(0, 3, (100,))))
+        >>> {name: (tuple(a.shape), tuple(g.shape)) for name, (a, g) in fisher.factors.items()}
+        {'0.weight': ((5, 5), (8, 8)), '2.weight': ((9, 9), (3, 3))}
+        >>> fisher.diagonal
+        {}
+    """
+    if estimator not in KFAC_ESTIMATORS:
+        hint = " (a square of a batch's mean gradient has no Kronecker factors)" if estimator == "batched" else ""
+        raise ValueError(f"unknown Fisher estimator {estimator!r} for fisher_kfac{hint}; choose one of "
+                         f"{', '.join(KFAC_ESTIMATORS)}")
+    if estimator == "sampled" and generator is None:
+        generator = torch.Generator().manual_seed(0)
+    factors, diagonal = reduce_per_sample_kronecker(
+        model, data, _ScoreCotangents(estimator, generator), output_transform=output_transform,
+        max_samples=max_samples, progress=progress, desc=f"K-FAC Fisher ({estimator})", memory_budget=memory_budget,
+    )
+    return KroneckerFisher(factors, diagonal)
 
 
 class _ScoreCotangents:

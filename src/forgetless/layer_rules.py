@@ -7,6 +7,18 @@ parameters, without materialising a gradient per sample where the layer's algebr
 Where a module is called at several positions (sequences, convolutions, repeated calls) the
 positions sum *inside* a sample's gradient, before the square or absolute value ρ.
 
+A rule may also give the layer's Kronecker factors (K-FAC, Martens & Grosse 2015; KFC for
+convolutions, Grosse & Martens 2016): the same captured inputs and output gradients, reduced to
+Σ_n A_n over the inputs ā (with a trailing 1 for the bias) and Σ_n Σ_k G_n over the output
+gradients g, so that the Fisher block of (weight, bias) is approximated by (Σ G / N) ⊗ (Σ A / N).
+Positions (sequence steps, a convolution's patches, repeated calls) follow the "expand" convention
+of Eschenhagen et al. 2023 (KFC's for convolutions): they count as extra samples of one sample's
+layer, A_n = mean over its positions of ā āᵀ and G_n = Σ over its positions of g gᵀ. Eschenhagen
+et al. derive it for the case where every position has its own output and loss (a sequence model
+scored per position, the per-sequence Fisher of :mod:`forgetless.fisher`); when positions are pooled
+before one output (a sentence classifier) their "reduce" convention (A and G of the position sums)
+is the closer one, not offered here. With one position both are plain K-FAC.
+
 To teach the engine a new layer type: write its reduction here and add it to :data:`LAYER_RULES`
 (and a test against a batch-size-1 loop in ``tests/test_per_sample.py``). A module whose type (or
 base type) has no rule, or that overrides ``forward``, goes through the generic ``torch.func``
@@ -25,9 +37,27 @@ Rho = Callable[[Tensor], Tensor]
 # (module, inputs of its calls, output gradients of its calls (K, N, ...), ρ) -> {attr: Σ_{n,k} ρ(∂/∂attr)}
 Elementwise = Callable[[nn.Module, list[Tensor], list[Tensor], Rho], dict[str, Tensor]]
 
+# (module, inputs of its calls, with a bias column?) -> Σ_n mean over positions of ā āᵀ
+InputFactor = Callable[[nn.Module, list[Tensor], bool], Tensor]
+# (module, output gradients of its calls (K, N, ...)) -> Σ_{n,k} Σ over positions of g gᵀ
+OutputFactor = Callable[[nn.Module, list[Tensor]], Tensor]
+
 CHUNK_ELEMENTS = 1 << 24  # per-sample intermediates of a rule stay below this many elements
 
-__all__ = ["LAYER_RULES", "LayerRule", "rule_for"]
+__all__ = ["LAYER_RULES", "KroneckerRule", "LayerRule", "rule_for"]
+
+
+@dataclass(frozen=True)
+class KroneckerRule:
+    """The two Kronecker factors of a layer whose per-sample weight gradient is Σ_positions g āᵀ.
+
+    Attributes:
+        input_factor: Σ over samples of A_n, A_n the mean over the sample's positions of ā āᵀ.
+        output_factor: Σ over samples and cotangents of G_n, G_n the sum over positions of g gᵀ.
+    """
+
+    input_factor: InputFactor
+    output_factor: OutputFactor
 
 
 @dataclass(frozen=True)
@@ -38,11 +68,14 @@ class LayerRule:
         params: attribute names of the parameters the rule handles (``None`` ones are skipped).
         elementwise: Σ over samples and cotangents of ρ(per-sample gradient), per parameter.
         accepts: extra conditions on a module instance (e.g. Conv2d without groups).
+        kronecker: the Kronecker factors of (``weight``, ``bias``), or None (no K-FAC block: the
+            layer's parameters get the diagonal).
     """
 
     params: tuple[str, ...]
     elementwise: Elementwise
     accepts: Callable[[nn.Module], bool] = lambda m: True
+    kronecker: KroneckerRule | None = None
 
 
 def rule_for(module: nn.Module) -> LayerRule | None:
@@ -77,6 +110,27 @@ def _linear(m: nn.Linear, inputs: list[Tensor], grads: list[Tensor], rho: Rho) -
     return {"weight": w, "bias": rho(g.sum(2)).sum((0, 1))}
 
 
+def _second_moment(a: Tensor, positions: int, bias: bool) -> Tensor:
+    """Σ_rows ā āᵀ / positions for the rows of ``a`` (R, d), ā = (a, 1) when ``bias``: (d(+1), d(+1))."""
+    aa = a.T @ a
+    if bias:
+        s = a.sum(0, keepdim=True)
+        aa = torch.cat([torch.cat([aa, s.T], 1), torch.cat([s, s.new_full((1, 1), a.shape[0])], 1)], 0)
+    return aa / positions
+
+
+def _linear_input_factor(m: nn.Linear, inputs: list[Tensor], bias: bool) -> Tensor:
+    n = inputs[0].shape[0]
+    a = [t.reshape(n, -1, m.in_features) for t in inputs]
+    a = a[0] if len(a) == 1 else torch.cat(a, 1)                          # (N, positions, in)
+    return _second_moment(a.reshape(-1, m.in_features), a.shape[1], bias)
+
+
+def _linear_output_factor(m: nn.Linear, grads: list[Tensor]) -> Tensor:
+    g = torch.cat([t.reshape(-1, m.out_features) for t in grads], 0)     # (K·N·positions, out)
+    return g.T @ g
+
+
 def _plain_conv2d(m: nn.Module) -> bool:
     return m.groups == 1 and m.padding_mode == "zeros" and not isinstance(m.padding, str)
 
@@ -94,6 +148,27 @@ def _conv2d(m: nn.Conv2d, inputs: list[Tensor], grads: list[Tensor], rho: Rho) -
         w += rho(torch.einsum("kncl,nil->knci", g, cols)).sum((0, 1))
     bias = rho(torch.cat([t.flatten(3) for t in grads], 3).sum(3)).sum((0, 1))
     return {"weight": w.view_as(m.weight), "bias": bias}
+
+
+def _conv2d_input_factor(m: nn.Conv2d, inputs: list[Tensor], bias: bool) -> Tensor:
+    """KFC's A: patches (unfolded inputs, zero padding included) as the layer's inputs, chunk by chunk."""
+    n, d = inputs[0].shape[0], m.weight[0].numel()
+    positions = sum(_patches(m, t[:1]).shape[2] for t in inputs)
+    out = inputs[0].new_zeros(d + bias, d + bias)
+    step = max(1, CHUNK_ELEMENTS // max(1, d * positions))
+    for i in range(0, n, step):
+        cols = torch.cat([_patches(m, t[i:i + step]) for t in inputs], 2)     # (n, d, L)
+        out += _second_moment(cols.transpose(1, 2).reshape(-1, d), positions, bias)
+    return out
+
+
+def _conv2d_output_factor(m: nn.Conv2d, grads: list[Tensor]) -> Tensor:
+    g = torch.cat([t.movedim(2, -1).reshape(-1, m.out_channels) for t in grads], 0)  # (K·N·H·W, out)
+    return g.T @ g
+
+
+def _patches(m: nn.Conv2d, x: Tensor) -> Tensor:
+    return F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)
 
 
 def _plain_embedding(m: nn.Module) -> bool:
@@ -133,8 +208,10 @@ def _layer_norm(m: nn.LayerNorm, inputs: list[Tensor], grads: list[Tensor], rho:
 
 
 LAYER_RULES: dict[type[nn.Module], LayerRule] = {
-    nn.Linear: LayerRule(("weight", "bias"), _linear),
-    nn.Conv2d: LayerRule(("weight", "bias"), _conv2d, accepts=_plain_conv2d),
+    nn.Linear: LayerRule(("weight", "bias"), _linear,
+                         kronecker=KroneckerRule(_linear_input_factor, _linear_output_factor)),
+    nn.Conv2d: LayerRule(("weight", "bias"), _conv2d, accepts=_plain_conv2d,
+                         kronecker=KroneckerRule(_conv2d_input_factor, _conv2d_output_factor)),
     nn.Embedding: LayerRule(("weight",), _embedding, accepts=_plain_embedding),
     nn.LayerNorm: LayerRule(("weight", "bias"), _layer_norm),
 }

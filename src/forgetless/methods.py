@@ -21,10 +21,10 @@ class Method:
 
     Example:
         >>> m = METHODS["online-ewc"]
-        >>> m.default_strength, sorted(m.options), m.takes("decay"), METHODS["si"].takes("decay")
-        (1000.0, ['decay', 'decay_in_penalty', 'estimator', 'fisher_samples'], True, False)
-        >>> m.build(10.0, {"decay": 0.5}, seed=3)
-        OnlineEWC(strength=10.0, decay=0.5, decay_in_penalty=False, estimator='exact', fisher_samples=None, seed=3)
+        >>> m.default_strength, m.takes("decay"), METHODS["si"].takes("decay")
+        (1000.0, True, False)
+        >>> m.build(10.0, {"decay": 0.5}, seed=3).hyperparameters()["decay"]
+        0.5
         >>> METHODS["mas"].build(1.0, {"fisher_samples": 100}, seed=0)
         Traceback (most recent call last):
         ...

@@ -17,6 +17,10 @@ i.e. the per-sample gradient of ⟨z_n, v_{n,k}⟩ reduced elementwise, without 
 * Every other parameter (a module without a rule, a bare nn.Parameter, a tied or functionally-used weight):
   ``torch.func`` (functional_call + vmap + vjp), per sample, correct for any vmap-able model.
 
+:func:`reduce_per_sample_kronecker` is the same pass with a second kind of reduction: layers whose
+rule has Kronecker factors (Linear, Conv2d) give A over their inputs and G over the same per-sample
+output gradients (K-FAC), every other parameter its elementwise squares.
+
 Samples must not interact: the model is put in eval mode, BatchNorm using batch statistics is refused,
 and the first batch is checked at run time. Supported modules must see the batch on dim 0.
 """
@@ -43,7 +47,8 @@ BatchSums = Callable[[Tensor, Tensor, bool], tuple[dict[str, Tensor], float]]
 CHUNK = 512                 # samples per pass: an (X, Y) pair is read, and smaller batches gathered, up to this
 MEMORY_BUDGET = 256 << 20   # bytes of per-sample intermediates per pass (default of ``memory_budget``)
 
-__all__ = ["output_norm_sensitivity", "reduce_per_sample", "per_sample_sums", "average_over_data"]
+__all__ = ["output_norm_sensitivity", "reduce_per_sample", "reduce_per_sample_kronecker", "per_sample_sums",
+           "kronecker_layers", "average_over_data"]
 
 
 def output_norm_sensitivity(
@@ -106,6 +111,68 @@ def reduce_per_sample(
     sums = _BatchSums(model, cotangents, reduce, output_transform, memory_budget)
     return average_over_data(model, data, lambda x, y, first: (sums(x, y, first), len(x)),
                              max_samples=max_samples, progress=progress, desc=desc, gather=CHUNK)
+
+
+def reduce_per_sample_kronecker(
+    model: nn.Module, data: Batches | tuple[Tensor, Tensor], cotangents: Cotangents, *,
+    output_transform: OutputTransform | None = None, max_samples: int | None = None,
+    progress: bool = False, desc: str = "Kronecker factors", memory_budget: int = MEMORY_BUDGET,
+) -> tuple[dict[str, tuple[Tensor, Tensor]], dict[str, Tensor]]:
+    """Kronecker factors (mean over samples of A_n and of Σ_k G_n) where a layer's rule has them,
+    mean squares (as :func:`reduce_per_sample`) for every other trainable parameter, in one pass.
+
+    Returns ``(factors, squares)``: ``factors`` maps a factored layer's weight name to (A, G), both
+    symmetric (see :class:`forgetless.layer_rules.KroneckerRule`; A has a bias row and column when
+    the layer's bias is trainable and its own). Same passes, gathering, memory budget and
+    ``torch.distributed`` all-reduce as :func:`reduce_per_sample`: every process all-reduces the
+    factors of every layer :func:`kronecker_layers` lists, and a layer counts as factored when it was
+    on every sample of every process (on none: its parameters are in ``squares``; on some only: error).
+    """
+    with _eval_mode(model):
+        _refuse_batch_statistics(model)
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    layers = kronecker_layers(model)
+    like: dict = dict(params)
+    for weight, (a_size, g_size) in layers.items():
+        w = params[weight]
+        like[(weight, "A")], like[(weight, "G")] = w.new_empty(a_size, a_size), w.new_empty(g_size, g_size)
+        like[(weight, "factored")] = w.new_empty(())  # how many samples it was factored on
+    sums = _KroneckerBatchSums(model, cotangents, "square", output_transform, memory_budget)
+    mean = average_over_data(model, data, lambda x, y, first: (sums(x, y, first), len(x)), like=like,
+                             max_samples=max_samples, progress=progress, desc=desc, gather=CHUNK)
+    factors = {}
+    for weight, (a_size, _) in layers.items():
+        share = float(mean.pop((weight, "factored")))
+        a, g = mean.pop((weight, "A")), mean.pop((weight, "G"))
+        if share == 0:
+            continue
+        if share != 1:
+            raise ValueError(f"layer {weight!r} was Kronecker-factored on some batches and not on others "
+                             "(its calls or the batch dimension changed between batches)")
+        factors[weight] = ((a + a.T) / 2, (g + g.T) / 2)
+        for attr in ("weight", "bias")[:1 + (a_size > params[weight][0].numel())]:
+            del mean[weight[:-len("weight")] + attr]
+    return factors, mean
+
+
+def kronecker_layers(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """Weight name -> (size of A, size of G) for every layer :func:`reduce_per_sample_kronecker` may factor.
+
+    That is every module whose rule has Kronecker factors and whose weight is trainable and its own;
+    A counts the bias when the bias is too. Whether a layer IS factored is decided on each batch (e.g.
+    a weight also used outside the module's calls is not).
+
+    Example:
+        >>> kronecker_layers(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2, bias=False)))
+        {'0.weight': (5, 3), '2.weight': (3, 2)}
+    """
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    out = {}
+    for m, names in _fast_candidates(model, params).items():
+        if "weight" in names and rule_for(m).kronecker is not None:
+            w = params[names["weight"]]
+            out[names["weight"]] = (w[0].numel() + ("bias" in names), w.shape[0])
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -180,13 +247,16 @@ class _BatchSums:
         v = self.cotangents(z.detach(), y)
         if v.dim() != z.dim() + 1 or v.shape[1:] != z.shape:
             raise ValueError(f"cotangents must have shape (K, {', '.join(map(str, z.shape))}), got {tuple(v.shape)}")
+        return self._reduce(x, z, calls, fast, v)
 
+    def _reduce(self, x, z, calls, fast, v) -> dict:
         sums = _fast_sums(z, v, fast, calls, self.rho) if fast else {}
         del z, calls  # free the graph and the captured activations before the generic pass
         generic = [name for name in self.params if name not in sums]
         if generic:
-            sums.update(_generic_sums(model, x, v, generic, self.rho, transform, self.budget))
+            sums.update(_generic_sums(self.model, x, v, generic, self.rho, self.transform, self.budget))
         return {name: sums[name] for name in self.params}
+
 
     def _check_budget(self, z: Tensor, calls, n: int) -> None:
         """Bytes per sample: K × (output + hooked layers' outputs), the cotangents and output gradients,
@@ -201,6 +271,37 @@ class _BatchSums:
             self.limit = fits
             raise _OverBudget
 
+
+class _KroneckerBatchSums(_BatchSums):
+    """The same passes; the layers whose rule has Kronecker factors give (Σ_n A_n, Σ_n Σ_k G_n) and
+    their sample count under keys (weight, "A"), (weight, "G"), (weight, "factored"); the other
+    parameters Σ squares under their names."""
+
+    def _reduce(self, x, z, calls, fast, v) -> dict:
+        blocks = {m: names for m, names in fast.items() if "weight" in names and rule_for(m).kronecker is not None}
+        out: dict = {}
+        with torch.no_grad():  # A depends on the inputs only: once per pass, whatever the cotangents
+            for m, names in blocks.items():
+                weight = names["weight"]
+                out[(weight, "A")] = rule_for(m).kronecker.input_factor(m, [c.input for c in calls[m]], "bias" in names)
+                out[(weight, "factored")] = z.new_tensor(float(len(x)))
+        for grads in _output_gradients(z, v, fast, calls):
+            with torch.no_grad():
+                for m, names in fast.items():
+                    if m in blocks:
+                        key = (names["weight"], "G")
+                        g = rule_for(m).kronecker.output_factor(m, grads[m])
+                        out[key] = out[key] + g if key in out else g
+                        continue
+                    part = rule_for(m).elementwise(m, [c.input for c in calls[m]], grads[m], self.rho)
+                    for attr, name in names.items():
+                        out[name] = out[name] + part[attr] if name in out else part[attr]
+        del z, calls  # free the graph and the captured activations before the generic pass
+        covered = {name for names in blocks.values() for name in names.values()} | set(out)
+        generic = [name for name in self.params if name not in covered]
+        if generic:
+            out.update(_generic_sums(self.model, x, v, generic, self.rho, self.transform, self.budget))
+        return out
 
 class _Call:
     """One call of a hooked module: its input (detached) and output (the graph node to differentiate)."""
@@ -302,11 +403,22 @@ def _graph_uses(z: Tensor) -> dict[int, int]:
 
 def _fast_sums(z, v, fast, calls, rho) -> dict[str, Tensor]:
     """Per-sample output gradients for all hooked calls, then the layer-specific reductions."""
+    sums: dict[str, Tensor] = {}
+    for grads in _output_gradients(z, v, fast, calls):
+        with torch.no_grad():
+            for m, names in fast.items():
+                part = rule_for(m).elementwise(m, [c.input for c in calls[m]], grads[m], rho)
+                for attr, name in names.items():
+                    sums[name] = sums[name] + part[attr] if name in sums else part[attr]
+    return sums
+
+
+def _output_gradients(z, v, fast, calls) -> Iterator[dict[nn.Module, list[Tensor]]]:
+    """Chunks of cotangents, each: module -> per-sample gradients (K', N, ...) of z w.r.t. its calls' outputs."""
     k_total, n = v.shape[0], v.shape[1]
     outputs = [c.output for m in fast for c in calls[m]]
     width = sum(o[0].numel() for o in outputs)
     kc = max(1, min(k_total, CHUNK_ELEMENTS // max(1, n * width)))  # cotangents per backward pass
-    sums: dict[str, Tensor] = {}
     for k0 in range(0, k_total, kc):
         vk = v[k0:k0 + kc]
         grads = torch.autograd.grad(
@@ -315,15 +427,11 @@ def _fast_sums(z, v, fast, calls, rho) -> dict[str, Tensor]:
         )
         grads = [torch.zeros((len(vk), *o.shape), dtype=o.dtype, device=o.device) if g is None
                  else g.reshape(len(vk), *o.shape) for g, o in zip(grads, outputs)]
-        with torch.no_grad():
-            i = 0
-            for m, names in fast.items():
-                cs = calls[m]
-                part = rule_for(m).elementwise(m, [c.input for c in cs], grads[i:i + len(cs)], rho)
-                i += len(cs)
-                for attr, name in names.items():
-                    sums[name] = sums[name] + part[attr] if name in sums else part[attr]
-    return sums
+        per_module, i = {}, 0
+        for m in fast:
+            per_module[m] = grads[i:i + len(calls[m])]
+            i += len(calls[m])
+        yield per_module
 
 
 def _generic_sums(model, x, v, names, rho, transform, budget: int = MEMORY_BUDGET) -> dict[str, Tensor]:
@@ -387,11 +495,14 @@ def _refuse_batch_statistics(model: nn.Module) -> None:
 def average_over_data(
     model: nn.Module, data: Batches | tuple[Tensor, Tensor], batch_sums: BatchSums, *,
     max_samples: int | None = None, progress: bool = False, desc: str = "", gather: int | None = None,
-) -> dict[str, Tensor]:
+    like: dict | None = None,
+) -> dict:
     """Σ over batches of ``batch_sums(x, y, first) -> (sums, weight)``, divided by Σ weight.
 
     ``gather``: consecutive batches smaller than this many samples are concatenated first (when
-    their shapes allow), so that per-batch overhead is paid per ``gather`` samples.
+    their shapes allow), so that per-batch overhead is paid per ``gather`` samples. ``like``: the
+    entries ``batch_sums`` may return, key -> a tensor of their shape and dtype (default: the
+    trainable parameters); every process all-reduces all of them, whatever its batches held.
 
     Runs in eval mode (every module's mode restored afterwards, also on errors) with gradients enabled;
     inputs are moved to the parameters' device. Under ``torch.distributed`` the sums and weights are
@@ -404,9 +515,10 @@ def average_over_data(
     if not params:
         return {}
     device = next(iter(params.values())).device
+    like = params if like is None else like
     # accumulate in at least float32 (bf16 sums over thousands of samples lose the small terms)
     sums = {n: torch.zeros(p.shape, dtype=torch.promote_types(p.dtype, torch.float32), device=p.device)
-            for n, p in params.items()}
+            for n, p in like.items()}
     weight = 0.0
     bar = _progress_bar(data, max_samples, desc) if progress else None
     with _eval_mode(model):
@@ -426,7 +538,7 @@ def average_over_data(
             dist.all_reduce(t)
     if weight_t.item() == 0:
         raise ValueError("no samples: the data is empty")
-    out = {name: (s / weight_t).to(params[name].dtype) for name, s in sums.items()}
+    out = {name: (s / weight_t).to(like[name].dtype) for name, s in sums.items()}
     bad = [name for name, t in out.items() if not torch.isfinite(t).all()]
     if bad:
         raise ValueError(f"the result is not finite (NaN or inf) for {bad[:5]}: check the model and inputs")

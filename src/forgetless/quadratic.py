@@ -1,4 +1,5 @@
-"""Pure functions for quadratic penalties Σ_i ω_i (θ_i − θ*_i)².
+"""Pure functions for diagonal quadratic penalties Σ_i ω_i (θ_i − θ*_i)² (Kronecker-factored ones:
+:mod:`forgetless.kronecker`).
 
 Separate per-task EWC terms Σ_t F_t (θ − θ_t)² are one quadratic in θ:
 Ω (θ − μ)² + c with Ω = Σ_t F_t, μ = Σ_t F_t θ_t / Ω and c = Σ_t F_t (θ_t − μ)².

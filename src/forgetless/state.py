@@ -72,7 +72,7 @@ def save(
         ...     path = forgetless.save(ewc, f"{folder}/ewc.safetensors")
         ...     again = forgetless.load(path)
         >>> again
-        EWC(strength=50.0, estimator='empirical', fisher_samples=None, seed=0)
+        EWC(strength=50.0, estimator='empirical', structure='diagonal', kfac_damping=0.0, fisher_samples=None, seed=0)
         >>> bool(torch.equal(again.importance["weight"], ewc.importance["weight"]))
         True
     """

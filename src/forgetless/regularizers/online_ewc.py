@@ -14,6 +14,20 @@ task's worth. Two conventions for the penalty exist, and λ does not carry over 
   published λ (e.g. 1000 with γ = 0.9 on permuted MNIST) is given as is. It equals the default
   convention with strength λ·γ.
 
+``structure="kfac"`` is the Kronecker-factored online Laplace approximation of Ritter, Botev & Barber
+2018: their recursion Λ_t = H_t + Λ_{t−1} at the latest mode θ*_t, with K-FAC blocks per Linear/Conv2d
+layer (:func:`forgetless.fisher_kfac`) and the diagonal for the other parameters. Λ is a sum of
+Kronecker products, which is not one; ``factor_sum`` says what is kept:
+
+- ``separate`` (default, what Ritter et al. do): every task's factors, weighted γ^{t−s}; exact, but
+  state and penalty cost grow with the number of tasks like :class:`~forgetless.EWC`'s;
+- ``merged``: one pair per layer, A ← γA + A_t/π, G ← G + π·G_t (:func:`forgetless.merge_kronecker`,
+  the rule of Kao et al. 2021 and of van de Ven et al.'s 2022 code): constant size, and never below
+  the exact sum (it over-counts the cross terms π·γA⊗G_t + A_t⊗G/π).
+
+Until the second ``consolidate`` (one term) the two coincide. ``kfac_damping`` damps every term as
+it is read: with separate terms each task's block gets its own damping, the merged block gets it once.
+
 Example:
     >>> import torch, forgetless
     >>> model, data = torch.nn.Linear(4, 3), [(torch.randn(8, 4), torch.randint(0, 3, (8,)))]
@@ -32,10 +46,14 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..kronecker import KroneckerTerm, kronecker_penalty, merge_kronecker
 from ..quadratic import quadratic_penalty
 from .base import Batches, OutputTransform, Regularizer, add_per_parameter, model_parameters, snapshot
+from .kronecker_state import layer_memory, layer_params, model_problem, protected_state_problem, read_terms
 from .options import check_number, check_seed, check_strength
-from .task_fisher import FISHER_CHOICES, check_fisher_options, task_fisher
+from .task_fisher import FISHER_CHOICES, check_fisher_options, check_structure_options, task_fisher
+
+FACTOR_SUMS = ("separate", "merged")
 
 
 class OnlineEWC(Regularizer):
@@ -48,8 +66,12 @@ class OnlineEWC(Regularizer):
         decay_in_penalty: multiply the running Fisher by γ once more in the penalty, as van de
             Ven & Tolias's code and Schwarz et al. do (see the module docstring); the loss then
             adds (λ/2)·Σ γF (θ−θ*)².
-        estimator: how the Fisher is computed: ``exact`` (default), ``sampled``, ``empirical``
-            or ``batched`` (see :func:`forgetless.fisher_diagonal`).
+        estimator: how the Fisher is computed: ``exact`` (default), ``sampled``, ``empirical``,
+            ``predicted`` or ``batched`` (see :func:`forgetless.fisher_diagonal`; ``batched`` is diagonal only).
+        structure: ``diagonal`` (default) or ``kfac`` (see the module docstring).
+        kfac_damping: with ``kfac``, factored Tikhonov damping of every block, as for :class:`~forgetless.EWC`.
+        factor_sum: with ``kfac``, ``separate`` (default: every task's factors, exact) or ``merged``
+            (one Kronecker product per layer, constant size); ignored by ``diagonal``.
         fisher_samples: use at most this many samples of the task's data for the Fisher
             (``None``: all of it).
         seed: seeds the label draws of the ``sampled`` estimator.
@@ -73,8 +95,11 @@ class OnlineEWC(Regularizer):
     name = "online-ewc"
     strength_grid = tuple(10.0**k for k in range(0, 9))
     choices = FISHER_CHOICES
-    _state_keys = ("importance", "anchor")
-    _consolidated_keys = ("anchor", "importance")
+    _state_keys = ("importance", "anchor", "kfac_in", "kfac_out", "kfac_anchor")
+    _param_shaped_keys = ("importance", "anchor", "kfac_anchor")
+    # what _consolidated_keys = ("anchor", "importance") would say, with the Kronecker terms counted as
+    # protection too: state_problem and _check_model below
+    _consolidated_keys = ()
     _nonnegative_keys = ("importance",)  # a (decayed) sum of Fishers
 
     def __init__(
@@ -84,6 +109,9 @@ class OnlineEWC(Regularizer):
         decay: float = 1.0,
         decay_in_penalty: bool = False,
         estimator: str = "exact",
+        structure: str = "diagonal",
+        kfac_damping: float = 0.0,
+        factor_sum: str = "separate",
         fisher_samples: int | None = None,
         seed: int = 0,
     ) -> None:
@@ -94,34 +122,101 @@ class OnlineEWC(Regularizer):
             raise ValueError(f"decay_in_penalty must be True or False, got {decay_in_penalty!r}")
         self.decay_in_penalty = decay_in_penalty
         self.estimator, self.fisher_samples = check_fisher_options(estimator, fisher_samples)
+        self.structure, self.kfac_damping = check_structure_options(structure, kfac_damping, self.estimator)
+        if factor_sum not in FACTOR_SUMS:
+            raise ValueError(f"unknown factor_sum {factor_sum!r}; choose one of {', '.join(FACTOR_SUMS)}")
+        self.factor_sum = factor_sum
         self.seed = check_seed("seed", seed)
-        # F = Σ_s γ^{t−s} F_s and θ* = the parameters after the latest task.
+        # F = Σ_s γ^{t−s} F_s and θ* = the parameters after the latest task (diagonal part).
         self.importance: dict[str, Tensor] = {}
         self.anchor: dict[str, Tensor] = {}
+        # Kronecker part: A and G per term ("<t>.<weight>": γ^{latest−t}-weighted, or one merged term 0),
+        # and the latest θ* of the factored layers.
+        self.kfac_in: dict[str, Tensor] = {}
+        self.kfac_out: dict[str, Tensor] = {}
+        self.kfac_anchor: dict[str, Tensor] = {}
+        self._terms: list[KroneckerTerm] | None = None
 
     def penalty(self, model: nn.Module) -> Tensor:
         if self.tasks_seen == 0:
             return self._zero(model)
+        params = model_parameters(model)
+        quad = quadratic_penalty(params, self.anchor, self.importance) if self.anchor else None
+        if self.kfac_in:
+            kron = kronecker_penalty(params, self.terms())
+            quad = kron if quad is None else quad + kron
         weight = self.strength * (self.decay if self.decay_in_penalty else 1.0)
-        return 0.5 * weight * quadratic_penalty(model_parameters(model), self.anchor, self.importance)
+        return 0.5 * weight * quad
+
+    def terms(self) -> list[KroneckerTerm]:
+        """The Kronecker-factored terms, all at the latest anchor, damped (empty for ``structure="diagonal"``)."""
+        if self._terms is None:
+            self._terms = read_terms(self.kfac_in, self.kfac_out, self.kfac_anchor, one_anchor=True,
+                                     damping=self.kfac_damping)
+        return self._terms
 
     def consolidate(
         self, model: nn.Module, data: Batches | None = None, *, output_transform: OutputTransform | None = None
     ) -> None:
         self._check_model(model)
         fisher = task_fisher(
-            "OnlineEWC", model, data, estimator=self.estimator, fisher_samples=self.fisher_samples,
-            seed=self.seed, task_index=self.tasks_seen, output_transform=output_transform,
+            "OnlineEWC", model, data, estimator=self.estimator, fisher_samples=self.fisher_samples, seed=self.seed,
+            task_index=self.tasks_seen, output_transform=output_transform, structure=self.structure,
         )
+        theta = snapshot(model)
+        if self.structure == "kfac":
+            self._add_factors(fisher.factors, theta)
+            fisher = fisher.diagonal
         # every protected parameter decays, frozen ones too; a new one starts from F = 0
         decayed = {name: self.decay * f for name, f in self.importance.items()}
         self.importance = add_per_parameter(decayed, fisher)
-        self.anchor = {**self.anchor, **snapshot(model)}
+        self.anchor = {**self.anchor, **{name: theta[name] for name in fisher}}
         self.tasks_seen += 1
+
+    def _add_factors(self, factors: dict[str, tuple[Tensor, Tensor]], theta: dict[str, Tensor]) -> None:
+        # every term decays, frozen layers' too; with γ = 0 separate terms are gone (a zero term costs as
+        # much as any other)
+        keep = self.decay > 0 or self.factor_sum == "merged"
+        self.kfac_in = {k: self.decay * a for k, a in self.kfac_in.items()} if keep else {}
+        self.kfac_out = {k: g for k, g in self.kfac_out.items() if k in self.kfac_in}
+        t = self.tasks_seen if self.factor_sum == "separate" else 0
+        for weight, (a, g) in factors.items():
+            key = f"{t}.{weight}"
+            if key in self.kfac_in:  # merged
+                a, g = merge_kronecker((self.kfac_in[key], self.kfac_out[key]), (a, g))
+            self.kfac_in[key], self.kfac_out[key] = a, g
+        # a frozen layer keeps its anchor, as the diagonal part does
+        fresh = {name: theta[name] for weight, (a, _) in factors.items()
+                 for name in layer_params(weight, a, theta[weight])}
+        if not keep:
+            self.kfac_anchor = {}
+        self.kfac_anchor = {**self.kfac_anchor, **fresh}
+        self._terms = None
+
+    def memory(self) -> dict[str, dict[str, int | str]]:
+        """Per module: its structure, the bytes of state kept for it and the bytes of its parameters."""
+        return layer_memory(self.terms(), self.importance, self.anchor, shared_anchor=True)
+
+    def _check_model(self, model: nn.Module, what: str = "consolidate") -> None:
+        super()._check_model(model, what)
+        problem = model_problem(model_parameters(model), {**self.anchor, **self.kfac_anchor})
+        if problem:
+            raise ValueError(f"OnlineEWC.{what}: {problem}")
+
+    @classmethod
+    def state_problem(cls, state) -> str | None:
+        return super().state_problem(state) or protected_state_problem(state, one_anchor=True)
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if self.structure != "kfac" and any(k.startswith("kfac_in.") for k in state):
+            raise ValueError(f"OnlineEWC.load_state_dict: the state has Kronecker factors but "
+                             f"structure={self.structure!r}")
+        super().load_state_dict(state)
+        self._terms = None
 
     def hyperparameters(self) -> dict[str, Any]:
         return {
             "strength": self.strength, "decay": self.decay, "decay_in_penalty": self.decay_in_penalty,
-            "estimator": self.estimator,
-            "fisher_samples": self.fisher_samples, "seed": self.seed,
+            "estimator": self.estimator, "structure": self.structure, "kfac_damping": self.kfac_damping,
+            "factor_sum": self.factor_sum, "fisher_samples": self.fisher_samples, "seed": self.seed,
         }
