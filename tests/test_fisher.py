@@ -86,6 +86,16 @@ def sampled_labels(model, batches, seed, transform=None):
     return out
 
 
+def predicted_labels(model, batches, transform=None):
+    """The labels ``predicted`` uses: the argmax of each sample's own forward, one sample at a time."""
+    out = []
+    with torch.no_grad():
+        for x, _ in batches:
+            ys = [int(log_probs(model.eval(), x[i:i + 1], transform).argmax()) for i in range(len(x))]
+            out.append((x, torch.tensor(ys)))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Models
 # ---------------------------------------------------------------------------------------------
@@ -148,6 +158,12 @@ def test_matches_brute_force(case, estimator):
     assert_rel_close(fisher_diagonal(model, batches, estimator=estimator), brute_force(model, batches, estimator))
 
 
+def test_predicted_matches_brute_force_at_the_argmax_labels(case):
+    model, batches = case
+    got = fisher_diagonal(model, batches, estimator="predicted")
+    assert_rel_close(got, brute_force(model, predicted_labels(model, batches), "predicted"))
+
+
 def test_sampled_matches_brute_force_with_the_same_draws(case):
     model, batches = case
     got = fisher_diagonal(model, batches, estimator="sampled", generator=torch.Generator().manual_seed(5))
@@ -205,6 +221,8 @@ def test_output_transform(estimator):
         want = brute_force_batched(model, batches, head)
     elif estimator == "sampled":
         want = brute_force(model, sampled_labels(model, batches, 0, head), "sampled", head)
+    elif estimator == "predicted":
+        want = brute_force(model, predicted_labels(model, batches, head), "predicted", head)
     else:
         want = brute_force(model, batches, estimator, head)
     assert_rel_close(got, want)
@@ -308,7 +326,7 @@ def test_inside_no_grad():
 # Errors
 # ---------------------------------------------------------------------------------------------
 def test_unknown_estimator_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="exact, sampled, empirical, batched"):
+    with pytest.raises(ValueError, match="exact, sampled, empirical, predicted, batched"):
         fisher_diagonal(mlp(), data(), estimator="diagonal")
 
 
@@ -360,3 +378,52 @@ def test_confident_model_stays_exact():
     with torch.no_grad():
         model[4].weight.mul_(30)
     assert_rel_close(fisher_diagonal(model, batches), brute_force(model, batches, "exact"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Passes: the batch size the data comes in does not matter; memory stays within the budget
+# ---------------------------------------------------------------------------------------------
+class Recorder(nn.Module):
+    """Records the batch size of every forward (i.e. every pass of the engine)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.sizes = inner, []
+
+    def forward(self, x):
+        self.sizes.append(len(x))
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("estimator", ["exact", "sampled", "empirical", "predicted"])
+def test_any_incoming_batch_size_gives_the_same_fisher(estimator):
+    torch.manual_seed(0)
+    model = mlp()
+    x, y = torch.randn(4100, 6), torch.randint(0, 4, (4100,))
+    want = fisher_diagonal(model, (x, y), estimator=estimator)
+    for size in (1, 7, 128, 4096):
+        batches = [(x[i:i + size], y[i:i + size]) for i in range(0, len(x), size)]
+        assert_rel_close(fisher_diagonal(model, batches, estimator=estimator), want, rtol=1e-12)
+
+
+def test_small_batches_are_gathered_into_passes_of_512():
+    torch.manual_seed(0)
+    model = Recorder(mlp())
+    x, y = torch.randn(1000, 6), torch.randint(0, 4, (1000,))
+    fisher_diagonal(model, [(x[i:i + 128], y[i:i + 128]) for i in range(0, 1000, 128)])
+    assert [s for s in model.sizes if s > 2] == [512, 488]  # (2-sample re-runs check independence)
+
+
+def test_a_small_memory_budget_splits_passes_and_changes_nothing():
+    torch.manual_seed(0)
+    model = Recorder(mlp())
+    x, y = torch.randn(600, 6), torch.randint(0, 4, (600,))
+    want = fisher_diagonal(model, (x, y))
+    model.sizes.clear()
+    # exact on 4 classes: 3 directions × (4 logits + 10 + 8 + 4 hooked outputs) + activations ≈ 0.8 kB a sample
+    got = fisher_diagonal(model, (x, y), memory_budget=20_000)
+    assert_rel_close(got, want, rtol=1e-12)
+    passes = [s for s in model.sizes if s > 2]
+    assert passes[0] == 512 and max(passes[1:]) <= 30 and sum(passes[1:]) == 600  # the first try was too big
+    with pytest.raises(ValueError, match="memory_budget must be a number of bytes"):
+        fisher_diagonal(model, (x, y), memory_budget=0)

@@ -127,7 +127,7 @@ def test_bad_decay_is_refused(bad):
 def test_constructor_checks_and_consolidate_needs_data():
     with pytest.raises(ValueError, match="strength"):
         OnlineEWC(strength=-1.0)
-    with pytest.raises(ValueError, match="exact, sampled, empirical, batched"):
+    with pytest.raises(ValueError, match="exact, sampled, empirical, predicted, batched"):
         OnlineEWC(estimator="diagonal")
     with pytest.raises(ValueError, match="fisher_samples"):
         OnlineEWC(fisher_samples=0)

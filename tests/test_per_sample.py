@@ -58,13 +58,24 @@ class SlowConv2d(nn.Conv2d):
         return super().forward(x)
 
 
+class SlowEmbedding(nn.Embedding):
+    def forward(self, x):
+        return super().forward(x)
+
+
+class SlowLayerNorm(nn.LayerNorm):
+    def forward(self, x):
+        return super().forward(x)
+
+
+SLOW = {nn.Linear: SlowLinear, nn.Conv2d: SlowConv2d, nn.Embedding: SlowEmbedding, nn.LayerNorm: SlowLayerNorm}
+
+
 def generic_twin(model):
     twin = copy.deepcopy(model)  # keeps tied parameters tied
     for m in twin.modules():
-        if type(m) is nn.Linear:
-            m.__class__ = SlowLinear
-        elif type(m) is nn.Conv2d:
-            m.__class__ = SlowConv2d
+        if type(m) in SLOW:
+            m.__class__ = SLOW[type(m)]
     return twin
 
 
@@ -77,9 +88,9 @@ def paths(model, x, v, reduce):
         seen["fast"] = sorted(n for names in modules.values() for n in names.values())
         return fast(z, v, modules, calls, rho)
 
-    def spy_generic(model, x, v, names, rho, t):
+    def spy_generic(model, x, v, names, rho, t, *budget):
         seen["generic"] = sorted(names)
-        return generic(model, x, v, names, rho, t)
+        return generic(model, x, v, names, rho, t, *budget)
 
     per_sample._fast_sums, per_sample._generic_sums = spy_fast, spy_generic
     try:
@@ -151,13 +162,25 @@ class TimeMajor(nn.Module):
         return self.out(torch.tanh(h).mean(0))
 
 
+class Tokens(nn.Module):
+    """Embedding (a row looked up twice in one sample, a padding row) → LayerNorm → Linear, mean over time."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.norm, self.out = nn.Embedding(7, 4, padding_idx=0), nn.LayerNorm(4), nn.Linear(4, 3)
+
+    def forward(self, x):
+        tokens = (x[:, :6].abs() * 3).long().clamp(max=6)  # (N, 6) indices in 0..6, repeats within a sample
+        return self.out(self.norm(self.emb(tokens)).tanh()).mean(1)
+
+
 def inplace_mlp():
     return nn.Sequential(nn.Linear(12, 7), nn.ReLU(inplace=True), nn.Linear(7, 3))
 
 
 CASES = {
     "twice": Twice, "tied": Tied, "functional": Functional, "sequence": Sequence,
-    "time-major": TimeMajor, "inplace": inplace_mlp,
+    "time-major": TimeMajor, "inplace": inplace_mlp, "tokens": Tokens,
 }
 
 
@@ -181,6 +204,24 @@ def test_structural_cases_take_the_right_path():
     assert paths(Sequence(), x12, v, "square") == {"fast": ["inp.bias", "inp.weight", "out.bias", "out.weight"]}
     assert paths(TimeMajor(), x12, v, "square") == {"fast": ["out.bias", "out.weight"],
                                                     "generic": ["inp.bias", "inp.weight"]}
+    assert paths(Tokens(), x12, v, "square") == {"fast": ["emb.weight", "norm.bias", "norm.weight", "out.bias",
+                                                          "out.weight"]}
+    assert "fast" not in paths(generic_twin(Tokens()), x12, v, "square")
+
+
+@pytest.mark.parametrize("reduce", ["square", "abs"])
+def test_embedding_and_layer_norm_rules_equal_the_generic_path(reduce):
+    torch.manual_seed(0)
+    model, x, v = Tokens().eval(), torch.randn(9, 12), torch.randn(3, 9, 3)
+    assert_rel_close(engine(model, x, v, reduce), engine(generic_twin(model), x, v, reduce))
+
+
+def test_embedding_variants_without_a_rule_take_the_generic_path():
+    from forgetless.layer_rules import rule_for
+
+    assert rule_for(nn.Embedding(5, 2, max_norm=1.0)) is None  # renormalises its weight in place
+    assert rule_for(nn.Embedding(5, 2, scale_grad_by_freq=True)) is None
+    assert rule_for(SlowEmbedding(5, 2)) is None
 
 
 # ---------------------------------------------------------------------------------------------

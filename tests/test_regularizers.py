@@ -109,7 +109,7 @@ def test_bad_strength_is_refused(bad):
 
 
 def test_unknown_estimator_lists_valid_names():
-    with pytest.raises(ValueError, match="exact, sampled, empirical, batched"):
+    with pytest.raises(ValueError, match="exact, sampled, empirical, predicted, batched"):
         EWC(estimator="diagonal")
 
 

@@ -8,26 +8,42 @@ per-sample engine (:mod:`forgetless.per_sample`):
 
 * ``exact``: all C labels weighted by p. Only Σ_c p_c (e_c − p)(e_c − p)ᵀ = diag(p) − ppᵀ matters, a
   matrix of rank C−1: it is written as Σ_k v_k v_kᵀ with C−1 cotangents, batched into one backward
-  pass. The cost grows with C (for thousands of classes use ``sampled``);
+  pass. The cost grows with C (for thousands of classes, or sequences, use ``sampled``);
 * ``sampled``: one y ~ p_θ(·|x) per x, drawn from a seeded generator: e_y − p;
 * ``empirical``: y = the true target: e_y − p. The "empirical Fisher", a different (often worse) quantity;
+* ``predicted``: y = the model's most probable label, argmax p: what van de Ven & Tolias's 2019 code and
+  many others use. Not the Fisher either (a confident model makes it close to ``empirical``);
 * ``batched``: (∂ mean_b −log p(y_n|x_n) / ∂θ)² per mini-batch b, averaged over batches. This is what
   several libraries compute. It is NOT the Fisher (a square of a mean, not a mean of squares, and it
   depends on the batch size); provided for comparison only.
+
+Sequences (outputs with positions, e.g. a language model's logits (N, T, C) and targets (N, T)): the
+convention is **per sequence**. A sample is a sequence x, its log-likelihood the sum over positions
+Σ_t log p(y_t | x, t) (teacher forcing: each position is conditioned on the data, not on drawn
+labels), and the Fisher averages over sequences the square of that sum's gradient. Draws at
+different positions are independent given x, so the expected cross terms vanish and ``exact`` is the
+sum over positions of each position's exact Fisher, T·(C−1) backward directions per sequence: it is
+refused beyond :data:`EXACT_MAX_DIRECTIONS` (use ``sampled``: one direction, unbiased). ``sampled``,
+``predicted`` and ``empirical`` put one label at every position and square the summed gradient.
+Targets equal to :data:`IGNORE_INDEX` (−100, as in PyTorch and Hugging Face) mark positions that do
+not count (padding, a prompt), for every estimator; the average is still over sequences.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .per_sample import average_over_data, reduce_per_sample
+from .per_sample import MEMORY_BUDGET, average_over_data, reduce_per_sample
 
-ESTIMATORS = ("exact", "sampled", "empirical", "batched")
+ESTIMATORS = ("exact", "sampled", "empirical", "predicted", "batched")
+IGNORE_INDEX = -100          # a target with this value marks a position that does not count
+EXACT_MAX_DIRECTIONS = 4096  # exact needs positions × (C−1) backward directions per sample: refused beyond
 
-__all__ = ["ESTIMATORS", "fisher_diagonal"]
+__all__ = ["ESTIMATORS", "EXACT_MAX_DIRECTIONS", "IGNORE_INDEX", "fisher_diagonal"]
 
 
 def fisher_diagonal(
@@ -39,22 +55,28 @@ def fisher_diagonal(
     generator: torch.Generator | None = None,
     max_samples: int | None = None,
     progress: bool = False,
+    memory_budget: int = MEMORY_BUDGET,
 ) -> dict[str, Tensor]:
     """Diagonal Fisher of a classifier ``model`` (logits out), averaged over the samples of ``data``.
 
     Args:
-        model: returns logits of shape (batch, classes). Put in eval mode for the pass (dropout off);
-            every module's mode is restored afterwards. Its ``.grad`` are not touched.
+        model: returns logits of shape (batch, classes), or (batch, positions..., classes) for
+            sequences (per-sequence convention, see the module docstring). Put in eval mode for the
+            pass (dropout off); every module's mode is restored afterwards. Its ``.grad`` are not touched.
         data: an iterable of ``(inputs, targets)`` mini-batches (a DataLoader, a list of pairs), or one
-            pair ``(X, Y)`` of tensors holding the whole dataset, read in batches of 512 samples.
-            Inputs are moved to the parameters' device.
-        estimator: ``exact`` (default), ``sampled``, ``empirical`` or ``batched`` (module docstring).
+            pair ``(X, Y)`` of tensors holding the whole dataset. Either way it is read in passes of
+            512 samples (smaller batches are gathered; the result does not depend on the batch size,
+            except for ``batched``). Inputs are moved to the parameters' device.
+        estimator: ``exact`` (default), ``sampled``, ``empirical``, ``predicted`` or ``batched``
+            (module docstring).
         output_transform: applied to ``model(x)`` before the softmax, e.g. ``lambda z: z[:, 2:4]`` for a
             task's classes; targets are then indices into the transformed logits.
         generator: draws the labels of ``sampled`` (default: ``torch.Generator().manual_seed(0)``; the
             global RNG is never used).
         max_samples: use at most this many samples (the last batch is truncated).
         progress: show a tqdm progress bar.
+        memory_budget: bytes the engine's per-sample intermediates may take in one pass; larger
+            passes are split (see :func:`forgetless.per_sample.per_sample_sums`).
 
     Returns:
         name -> tensor shaped like the parameter, for every parameter with ``requires_grad``. Under
@@ -63,7 +85,8 @@ def fisher_diagonal(
         plain module rather than a DistributedDataParallel wrapper; ``max_samples`` is per process).
 
     Raises:
-        ValueError: unknown estimator, empty data, targets out of range, non-finite model outputs.
+        ValueError: unknown estimator, empty data, targets out of range, non-finite model outputs,
+            ``exact`` on outputs needing more than :data:`EXACT_MAX_DIRECTIONS` backward directions.
 
     Example:
         >>> torch.manual_seed(0) and None
@@ -86,27 +109,61 @@ def fisher_diagonal(
     if estimator == "sampled" and generator is None:
         generator = torch.Generator().manual_seed(0)
     return reduce_per_sample(
-        model, data, _score_cotangents(estimator, generator), reduce="square",
-        output_transform=output_transform, max_samples=max_samples, progress=progress, desc=desc,
+        model, data, _ScoreCotangents(estimator, generator), reduce="square", output_transform=output_transform,
+        max_samples=max_samples, progress=progress, desc=desc, memory_budget=memory_budget,
     )
 
 
-def _score_cotangents(estimator: str, generator: torch.Generator | None):
-    """(logits z, targets) -> (K, N, C): the gradients of log p(y|x) w.r.t. z to square and sum over K."""
+class _ScoreCotangents:
+    """(logits z (N, ..., C), targets) -> (K, N, ..., C): gradients of log p(y|x) w.r.t. z, to square and sum over K."""
 
-    def cotangents(z: Tensor, y: Tensor) -> Tensor:
-        p = torch.softmax(z, dim=1)
-        n, c = z.shape
-        if estimator == "exact":
-            return _exact_cotangents(p)
-        if estimator == "sampled":
+    def __init__(self, estimator: str, generator: torch.Generator | None) -> None:
+        self.estimator, self.generator = estimator, generator
+
+    def directions(self, shape: torch.Size) -> int:
+        """K for one sample's output ``shape`` (positions..., C); refuses an ``exact`` too costly."""
+        if self.estimator != "exact":
+            return 1
+        positions, c = math.prod(shape[:-1]), shape[-1]
+        k = max(1, positions * (c - 1))
+        if k > EXACT_MAX_DIRECTIONS:
+            raise ValueError(
+                f"the exact Fisher of outputs shaped {tuple(shape)} needs {positions} positions × {c - 1} = {k} "
+                f"backward directions per sample (more than {EXACT_MAX_DIRECTIONS}): use estimator='sampled' "
+                "(one direction per sample, an unbiased estimate of exact)")
+        return k
+
+    def __call__(self, z: Tensor, y: Tensor) -> Tensor:
+        p = torch.softmax(z, dim=-1)
+        c = z.shape[-1]
+        counts = _counted_positions(y, z.shape)
+        if self.estimator == "exact":
+            self.directions(z.shape[1:])
+            v = _exact_cotangents(p) if z.dim() == 2 else _exact_sequence_cotangents(p)
+            return v if counts is None else v * counts.unsqueeze(-1).to(v.dtype)
+        if self.estimator == "sampled":
             probs = p.float() if p.dtype in (torch.float16, torch.bfloat16) else p
-            y = torch.multinomial(probs.to(generator.device), 1, generator=generator).squeeze(1).to(p.device)
+            flat = probs.reshape(-1, c).to(self.generator.device)
+            labels = torch.multinomial(flat, 1, generator=self.generator).view(z.shape[:-1]).to(p.device)
+        elif self.estimator == "predicted":
+            labels = p.argmax(-1)
         else:
-            y = _check_targets(y, n, c)
-        return (F.one_hot(y, c).to(p.dtype) - p).unsqueeze(0)
+            labels = _check_targets(y, z.shape[:-1], c)
+        v = F.one_hot(labels.clamp(min=0), c).to(p.dtype) - p
+        if counts is not None:
+            v = v * counts.unsqueeze(-1).to(v.dtype)
+        return v.unsqueeze(0)
 
-    return cotangents
+
+def _counted_positions(y: Tensor, shape: torch.Size) -> Tensor | None:
+    """A 0/1 mask of the positions whose target is not IGNORE_INDEX, or None when every position counts.
+
+    Targets that do not have the outputs' shape without classes (e.g. MAS's placeholders, or labels
+    ``exact`` does not need) mask nothing."""
+    if not isinstance(y, Tensor) or y.shape != shape[:-1] or y.is_floating_point() or y.dtype == torch.bool:
+        return None
+    ignored = y == IGNORE_INDEX
+    return ~ignored if bool(ignored.any()) else None
 
 
 def _exact_cotangents(p: Tensor) -> Tensor:
@@ -130,6 +187,21 @@ def _exact_cotangents(p: Tensor) -> Tensor:
     return every.gather(0, others.T.unsqueeze(2).expand(c - 1, n, c))
 
 
+def _exact_sequence_cotangents(p: Tensor) -> Tensor:
+    """Outputs with positions, p (N, P..., C): the C−1 cotangents of every position, each zero elsewhere.
+
+    Returns (P·(C−1), N, P..., C); direction (t, j) is position t's j-th cotangent of
+    :func:`_exact_cotangents`. Their outer products sum to Σ_t J_tᵀ (diag p_t − p_t p_tᵀ) J_t.
+    """
+    n, c = p.shape[0], p.shape[-1]
+    positions = math.prod(p.shape[1:-1])
+    each = _exact_cotangents(p.reshape(n * positions, c)).view(-1, n, positions, c)  # (C−1, N, P, C)
+    out = p.new_zeros(each.shape[0], positions, n, positions, c)
+    at = torch.arange(positions, device=p.device)
+    out[:, at, :, at, :] = each.permute(2, 0, 1, 3)  # direction (j, t) lives at position t only
+    return out.reshape(-1, *p.shape)
+
+
 def _batched_sums(model, x: Tensor, y: Tensor, transform) -> dict[str, Tensor]:
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     z = model(x)
@@ -137,16 +209,20 @@ def _batched_sums(model, x: Tensor, y: Tensor, transform) -> dict[str, Tensor]:
     if not torch.isfinite(z).all():
         raise ValueError("the model's outputs contain NaN or inf: the Fisher would not be finite. "
                          "Check the model's parameters and the inputs.")
-    y = _check_targets(y, *z.shape)
-    grads = torch.autograd.grad(F.cross_entropy(z, y), list(params.values()), allow_unused=True)
+    y = _check_targets(y, z.shape[:-1], z.shape[-1])
+    loss = F.cross_entropy(z.reshape(-1, z.shape[-1]), y.reshape(-1), ignore_index=IGNORE_INDEX)
+    grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
     return {n: torch.zeros_like(p) if g is None else g.square() for (n, p), g in zip(params.items(), grads)}
 
 
-def _check_targets(y: Tensor, n: int, c: int) -> Tensor:
-    if y.shape != (n,) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise ValueError(f"targets must be {n} class indices, got shape {tuple(y.shape)} dtype {y.dtype}")
-    if n and (int(y.min()) < 0 or int(y.max()) >= c):
-        raise ValueError(f"targets must lie in [0, {c}) (indices into the transformed logits), "
-                         f"got range [{int(y.min())}, {int(y.max())}]")
+def _check_targets(y: Tensor, shape: torch.Size, c: int) -> Tensor:
+    """Class indices of the outputs' shape without classes; IGNORE_INDEX allowed (masked by the caller)."""
+    if not isinstance(y, Tensor) or y.shape != shape or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        got = f"shape {tuple(y.shape)} dtype {y.dtype}" if isinstance(y, Tensor) else type(y).__name__
+        raise ValueError(f"targets must be class indices of shape {tuple(shape)}, got {got}")
+    counted = y[y != IGNORE_INDEX]
+    if counted.numel() and (int(counted.min()) < 0 or int(counted.max()) >= c):
+        raise ValueError(f"targets must lie in [0, {c}) (indices into the transformed logits) or be "
+                         f"{IGNORE_INDEX} (ignored), got range [{int(counted.min())}, {int(counted.max())}]")
     return y.long()
 

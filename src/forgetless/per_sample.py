@@ -7,14 +7,14 @@ space, chosen by the caller from z); the engine returns, for every trainable par
 
 i.e. the per-sample gradient of ⟨z_n, v_{n,k}⟩ reduced elementwise, without a loop over samples:
 
-* ``nn.Linear`` / ``nn.Conv2d`` (groups=1, zero padding): forward hooks keep each call's input a and
-  output; one backward pass gives every sample's gradient g w.r.t. those outputs, for all K cotangents
-  at once (``is_grads_batched``: measured ~2x faster than K backward passes with retain_graph). The
-  per-sample weight gradient is g aᵀ, so for a Linear Σ_n ρ(g_n a_nᵀ) = ρ(g)ᵀ ρ(a) is a single matmul
-  (and Σ_k ρ(g_k) goes inside it): no per-sample gradient is materialised. When the gradient sums over
-  positions (sequences, Conv2d, a module called twice) the sum must come before ρ: per-sample
-  gradients are formed with einsum, chunk by chunk.
-* Every other parameter (LayerNorm, Embedding, a bare nn.Parameter, a tied or functionally-used weight):
+* Modules with a rule in :data:`forgetless.layer_rules.LAYER_RULES` (``nn.Linear``, ``nn.Conv2d``,
+  ``nn.Embedding``, ``nn.LayerNorm``): forward hooks keep each call's input a and output; one
+  backward pass gives every sample's gradient g w.r.t. those outputs, for all K cotangents at once
+  (``is_grads_batched``: measured ~2x faster than K backward passes with retain_graph); the layer's
+  rule reduces them without materialising per-sample gradients where its algebra allows (for a
+  Linear, Σ_n ρ(g_n a_nᵀ) = ρ(g)ᵀ ρ(a) is a single matmul). When the gradient sums over positions
+  (sequences, Conv2d, a module called twice) the sum comes before ρ.
+* Every other parameter (a module without a rule, a bare nn.Parameter, a tied or functionally-used weight):
   ``torch.func`` (functional_call + vmap + vjp), per sample, correct for any vmap-able model.
 
 Samples must not interact: the model is put in eval mode, BatchNorm using batch statistics is refused,
@@ -31,13 +31,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
 
+from .layer_rules import CHUNK_ELEMENTS, rule_for
+
 Batches = Iterable[tuple[Tensor, Tensor]]
 OutputTransform = Callable[[Tensor], Tensor]
-Cotangents = Callable[[Tensor, Tensor], Tensor]  # (z (N, C), targets) -> (K, N, C)
+# (z (N, ..., C), targets) -> (K, N, ..., C); may carry ``directions(z_shape) -> K`` so that the engine
+# can size its chunks before the K cotangents exist (see per_sample_sums).
+Cotangents = Callable[[Tensor, Tensor], Tensor]
 BatchSums = Callable[[Tensor, Tensor, bool], tuple[dict[str, Tensor], float]]
 
-WHOLE_DATASET_BATCH = 512   # an (X, Y) pair of tensors is read in batches of this size
-_BUDGET = 1 << 24           # elements (64 MiB in float32) for any per-sample intermediate
+CHUNK = 512                 # samples per pass: an (X, Y) pair is read, and smaller batches gathered, up to this
+MEMORY_BUDGET = 256 << 20   # bytes of per-sample intermediates per pass (default of ``memory_budget``)
 
 __all__ = ["output_norm_sensitivity", "reduce_per_sample", "per_sample_sums", "average_over_data"]
 
@@ -45,11 +49,13 @@ __all__ = ["output_norm_sensitivity", "reduce_per_sample", "per_sample_sums", "a
 def output_norm_sensitivity(
     model: nn.Module, data: Batches | tuple[Tensor, Tensor], *,
     output_transform: OutputTransform | None = None, max_samples: int | None = None, progress: bool = False,
+    memory_budget: int = MEMORY_BUDGET,
 ) -> dict[str, Tensor]:
     """MAS importance (Aljundi et al. 2018): mean over samples of |∂‖f(x)‖₂²/∂θ|.
 
-    The absolute value is taken per sample, then averaged. ``f`` is ``output_transform(model(x))``.
-    ``data`` and ``max_samples`` are as for :func:`forgetless.fisher.fisher_diagonal`.
+    The absolute value is taken per sample, then averaged. ``f`` is ``output_transform(model(x))``
+    (for outputs with positions, the norm is over all of them). ``data``, ``max_samples`` and
+    ``memory_budget`` are as for :func:`forgetless.fisher.fisher_diagonal`.
 
     Example:
         >>> model = torch.nn.Linear(3, 2, bias=False)
@@ -61,17 +67,29 @@ def output_norm_sensitivity(
                 [ 4.,  8., 12.]])
     """
     return reduce_per_sample(
-        model, data, lambda z, _: 2 * z.unsqueeze(0), reduce="abs", output_transform=output_transform,
-        max_samples=max_samples, progress=progress, desc="MAS importance",
+        model, data, _output_norm_cotangent, reduce="abs", output_transform=output_transform,
+        max_samples=max_samples, progress=progress, desc="MAS importance", memory_budget=memory_budget,
     )
+
+
+def _output_norm_cotangent(z: Tensor, _: Tensor) -> Tensor:
+    return 2 * z.unsqueeze(0)  # ∂‖z‖²/∂z
+
+
+_output_norm_cotangent.directions = lambda shape: 1
 
 
 def reduce_per_sample(
     model: nn.Module, data: Batches | tuple[Tensor, Tensor], cotangents: Cotangents, *, reduce: str = "square",
     output_transform: OutputTransform | None = None, max_samples: int | None = None,
-    progress: bool = False, desc: str = "per-sample gradients",
+    progress: bool = False, desc: str = "per-sample gradients", memory_budget: int = MEMORY_BUDGET,
 ) -> dict[str, Tensor]:
-    """Mean over samples of Σ_k ρ(J_n(θ)ᵀ v_{n,k}), v = ``cotangents(z, targets)`` of shape (K, N, C).
+    """Mean over samples of Σ_k ρ(J_n(θ)ᵀ v_{n,k}), v = ``cotangents(z, targets)`` of shape (K, *z.shape).
+
+    Incoming batches smaller than :data:`CHUNK` samples are gathered into passes of up to that many
+    (a DataLoader's batches of 128 cost what batches of 512 cost; the sums are the same up to float
+    rounding), and passes whose per-sample intermediates would exceed ``memory_budget`` bytes are
+    split (see :func:`per_sample_sums`).
 
     Example (the empirical Fisher, by hand):
         >>> model = torch.nn.Linear(4, 3)
@@ -85,12 +103,9 @@ def reduce_per_sample(
         raise ValueError(f"reduce must be one of {sorted(_RHO)}, got {reduce!r}")
     with _eval_mode(model):
         _refuse_batch_statistics(model)
-    return average_over_data(
-        model, data,
-        lambda x, y, first: (per_sample_sums(model, x, y, cotangents, reduce=reduce,
-                                             output_transform=output_transform, check_independence=first), len(x)),
-        max_samples=max_samples, progress=progress, desc=desc,
-    )
+    sums = _BatchSums(model, cotangents, reduce, output_transform, memory_budget)
+    return average_over_data(model, data, lambda x, y, first: (sums(x, y, first), len(x)),
+                             max_samples=max_samples, progress=progress, desc=desc, gather=CHUNK)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -102,33 +117,89 @@ _RHO = {"square": torch.square, "abs": torch.abs}
 def per_sample_sums(
     model: nn.Module, x: Tensor, y: Tensor, cotangents: Cotangents, *, reduce: str = "square",
     output_transform: OutputTransform | None = None, check_independence: bool = False,
+    memory_budget: int = MEMORY_BUDGET,
 ) -> dict[str, Tensor]:
     """Σ_n Σ_k ρ(J_n(θ)ᵀ v_{n,k}) over one batch, for every trainable parameter (no averaging).
 
-    The model is used as it is (call it in eval mode). ``check_independence`` re-runs the first two
-    samples alone and raises if their outputs change, i.e. if samples interact within the batch.
-    """
-    rho = _RHO[reduce]
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if not params:
-        return {}
-    candidates = _fast_candidates(model, params)
-    with torch.enable_grad():
-        z, calls = _forward_capturing(model, x, candidates, output_transform)
-    n = z.shape[0]
-    if check_independence and n > 2:
-        _check_independent(model, x[:2], z[:2].detach(), output_transform)
-    fast = _validate_fast(candidates, calls, z, n)
-    v = cotangents(z.detach(), y)
-    if v.dim() != 3 or v.shape[1:] != z.shape:
-        raise ValueError(f"cotangents must have shape (K, {n}, {z.shape[1]}), got {tuple(v.shape)}")
+    The model is used as it is (call it in eval mode). Its output may have positions after the batch
+    dimension, (N, ..., C): the cotangents then have that shape too and every sample's gradient sums
+    over its positions before ρ. ``check_independence`` re-runs the first two samples alone and
+    raises if their outputs change, i.e. if samples interact within the batch.
 
-    sums = _fast_sums(z, v, fast, calls, rho) if fast else {}
-    del z, calls  # free the graph and the captured activations before the generic pass
-    generic = [name for name in params if name not in sums]
-    if generic:
-        sums.update(_generic_sums(model, x, v, generic, rho, output_transform))
-    return {name: sums[name] for name in params}
+    Memory: the cotangents, the per-sample output gradients and the layers' activations grow with
+    the number of samples in a pass. When they would exceed ``memory_budget`` bytes, the batch is
+    split into smaller passes (never below one sample: the model's own activations for one sample
+    are the floor). The cotangent function's ``directions(z_shape)`` attribute, when present, gives
+    K before the cotangents are built.
+    """
+    return _BatchSums(model, cotangents, reduce, output_transform, memory_budget)(x, y, check_independence)
+
+
+class _OverBudget(Exception):
+    """A pass would exceed the memory budget; ``_BatchSums.limit`` now says how many samples fit."""
+
+
+class _BatchSums:
+    """per_sample_sums over batches, in passes sized to the memory budget (learned on the first pass)."""
+
+    def __init__(self, model, cotangents, reduce, transform, budget):
+        if reduce not in _RHO:
+            raise ValueError(f"reduce must be one of {sorted(_RHO)}, got {reduce!r}")
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+            raise ValueError(f"memory_budget must be a number of bytes >= 1, got {budget!r}")
+        self.model, self.cotangents, self.rho, self.transform, self.budget = model, cotangents, _RHO[reduce], transform, budget
+        self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.limit: int | None = None  # samples per pass; None until a pass was found too big
+
+    def __call__(self, x: Tensor, y: Tensor, check_independence: bool = False) -> dict[str, Tensor]:
+        if not self.params:
+            return {}
+        while True:
+            step = self.limit or len(x)
+            total: dict[str, Tensor] = {}
+            try:
+                for i in range(0, len(x), step):
+                    part = self._one_pass(x[i:i + step], y[i:i + step] if isinstance(y, Tensor) else y,
+                                          check_independence and i == 0)
+                    for name, t in part.items():
+                        total[name] = total[name] + t if name in total else t
+                return total
+            except _OverBudget:
+                continue  # self.limit was lowered: start this batch again in smaller passes
+
+    def _one_pass(self, x: Tensor, y: Tensor, check_independence: bool) -> dict[str, Tensor]:
+        model, transform = self.model, self.transform
+        candidates = _fast_candidates(model, self.params)
+        with torch.enable_grad():
+            z, calls = _forward_capturing(model, x, candidates, transform)
+        n = z.shape[0]
+        self._check_budget(z, calls, n)
+        if check_independence and n > 2:
+            _check_independent(model, x[:2], z[:2].detach(), transform)
+        fast = _validate_fast(candidates, calls, z, n)
+        v = self.cotangents(z.detach(), y)
+        if v.dim() != z.dim() + 1 or v.shape[1:] != z.shape:
+            raise ValueError(f"cotangents must have shape (K, {', '.join(map(str, z.shape))}), got {tuple(v.shape)}")
+
+        sums = _fast_sums(z, v, fast, calls, self.rho) if fast else {}
+        del z, calls  # free the graph and the captured activations before the generic pass
+        generic = [name for name in self.params if name not in sums]
+        if generic:
+            sums.update(_generic_sums(model, x, v, generic, self.rho, transform, self.budget))
+        return {name: sums[name] for name in self.params}
+
+    def _check_budget(self, z: Tensor, calls, n: int) -> None:
+        """Bytes per sample: K × (output + hooked layers' outputs), the cotangents and output gradients,
+        plus the hooked layers' activations; raise _OverBudget (after setting the limit) if n are too many."""
+        directions = getattr(self.cotangents, "directions", None)
+        k = directions(z.shape[1:]) if directions is not None else 1
+        widths = sum(c.output[0].numel() for cs in calls.values() for c in cs if c.output.shape[0] == n)
+        captured = sum(c.input[0].numel() for cs in calls.values() for c in cs if c.input.shape[0] == n)
+        per_sample = z.element_size() * (k * (z[0].numel() + widths) + widths + captured)
+        fits = max(1, self.budget // max(1, per_sample))
+        if n > fits:
+            self.limit = fits
+            raise _OverBudget
 
 
 class _Call:
@@ -144,13 +215,6 @@ class _Call:
         return (self.input._version, self.output._version) != self.versions
 
 
-def _supported(m: nn.Module) -> bool:
-    if type(m).forward is nn.Linear.forward and isinstance(m, nn.Linear):
-        return True
-    return (type(m).forward is nn.Conv2d.forward and isinstance(m, nn.Conv2d) and m.groups == 1
-            and m.padding_mode == "zeros" and not isinstance(m.padding, str))
-
-
 def _fast_candidates(model: nn.Module, params: dict[str, Tensor]) -> dict[nn.Module, dict[str, str]]:
     """Supported modules -> {attr: param name}, for trainable parameters owned by that module alone."""
     owners: dict[int, set[tuple[int, str]]] = {}
@@ -160,10 +224,11 @@ def _fast_candidates(model: nn.Module, params: dict[str, Tensor]) -> dict[nn.Mod
     name_of = {id(p): name for name, p in params.items()}
     out: dict[nn.Module, dict[str, str]] = {}
     for m in model.modules():
-        if not _supported(m):
+        rule = rule_for(m)
+        if rule is None:
             continue
-        mine = {attr: name_of[id(p)] for attr, p in (("weight", m.weight), ("bias", m.bias))
-                if p is not None and id(p) in name_of and len(owners[id(p)]) == 1}
+        mine = {attr: name_of[id(p)] for attr in rule.params if (p := getattr(m, attr, None)) is not None
+                and id(p) in name_of and len(owners[id(p)]) == 1}
         if mine:
             out[m] = mine
     return out
@@ -190,9 +255,9 @@ def _forward_capturing(model, x, candidates, transform):
         finally:
             for h in handles:
                 h.remove()
-        if not isinstance(z, Tensor) or z.dim() != 2:
-            raise ValueError(f"the model (after output_transform) must return (batch, outputs) logits, "
-                             f"got {getattr(z, 'shape', type(z))}")
+        if not isinstance(z, Tensor) or z.dim() < 2:
+            raise ValueError(f"the model (after output_transform) must return (batch, outputs) or "
+                             f"(batch, positions..., outputs) logits, got {getattr(z, 'shape', type(z))}")
         if not torch.isfinite(z).all():
             raise ValueError("the model's outputs contain NaN or inf: the result would not be finite. "
                              "Check the model's parameters and the inputs.")
@@ -240,7 +305,7 @@ def _fast_sums(z, v, fast, calls, rho) -> dict[str, Tensor]:
     k_total, n = v.shape[0], v.shape[1]
     outputs = [c.output for m in fast for c in calls[m]]
     width = sum(o[0].numel() for o in outputs)
-    kc = max(1, min(k_total, _BUDGET // max(1, n * width)))  # cotangents per backward pass
+    kc = max(1, min(k_total, CHUNK_ELEMENTS // max(1, n * width)))  # cotangents per backward pass
     sums: dict[str, Tensor] = {}
     for k0 in range(0, k_total, kc):
         vk = v[k0:k0 + kc]
@@ -254,47 +319,18 @@ def _fast_sums(z, v, fast, calls, rho) -> dict[str, Tensor]:
             i = 0
             for m, names in fast.items():
                 cs = calls[m]
-                reduce_layer = _linear_sums if isinstance(m, nn.Linear) else _conv2d_sums
-                part = reduce_layer(m, [c.input for c in cs], grads[i:i + len(cs)], rho)
+                part = rule_for(m).elementwise(m, [c.input for c in cs], grads[i:i + len(cs)], rho)
                 i += len(cs)
                 for attr, name in names.items():
                     sums[name] = sums[name] + part[attr] if name in sums else part[attr]
     return sums
 
 
-def _linear_sums(m: nn.Linear, inputs: list[Tensor], grads: list[Tensor], rho) -> dict[str, Tensor]:
-    """Σ_{n,k} ρ of the per-sample gradients of weight (g aᵀ) and bias (g); grads: (K, N, ..., out)."""
-    k, n = grads[0].shape[:2]
-    if len(inputs) == 1 and inputs[0].dim() == 2:
-        s = rho(grads[0]).sum(0)                       # (N, out): Σ_k ρ(g)
-        return {"weight": s.T @ rho(inputs[0]), "bias": s.sum(0)}
-    # positions (sequence steps, repeated calls) sum inside the per-sample gradient, before ρ
-    a = torch.cat([t.reshape(n, -1, m.in_features) for t in inputs], 1)
-    g = torch.cat([t.reshape(k, n, -1, m.out_features) for t in grads], 2)
-    w = a.new_zeros(m.out_features, m.in_features)
-    step = max(1, _BUDGET // (k * w.numel()))
-    for i in range(0, n, step):
-        w += rho(torch.einsum("knto,nti->knoi", g[:, i:i + step], a[i:i + step])).sum((0, 1))
-    return {"weight": w, "bias": rho(g.sum(2)).sum((0, 1))}
+def _generic_sums(model, x, v, names, rho, transform, budget: int = MEMORY_BUDGET) -> dict[str, Tensor]:
+    """torch.func: per sample, a vjp of the output with each of its K cotangents.
 
-
-def _conv2d_sums(m: nn.Conv2d, inputs: list[Tensor], grads: list[Tensor], rho) -> dict[str, Tensor]:
-    """Per-sample Conv2d gradients: unfold the input, sum patches × output grads over positions, then ρ."""
-    k, n = grads[0].shape[:2]
-    w = inputs[0].new_zeros(m.out_channels, m.weight[0].numel())
-    cols_per_sample = sum(t[0].numel() * m.weight[0, 0].numel() for t in inputs)
-    step = max(1, _BUDGET // max(k * w.numel(), cols_per_sample))
-    for i in range(0, n, step):
-        cols = torch.cat([F.unfold(t[i:i + step], m.kernel_size, m.dilation, m.padding, m.stride)
-                          for t in inputs], 2)                                 # (n, Cin·kh·kw, L)
-        g = torch.cat([t[:, i:i + step].flatten(3) for t in grads], 3)        # (K, n, Cout, L)
-        w += rho(torch.einsum("kncl,nil->knci", g, cols)).sum((0, 1))
-    bias = rho(torch.cat([t.flatten(3) for t in grads], 3).sum(3)).sum((0, 1))
-    return {"weight": w.view_as(m.weight), "bias": bias}
-
-
-def _generic_sums(model, x, v, names, rho, transform) -> dict[str, Tensor]:
-    """torch.func: per sample, a vjp of the output with each of its K cotangents."""
+    Per-sample gradients are materialised here, K × (the parameters' size) per sample: samples go
+    through in steps that keep them within ``budget`` bytes (one sample at least)."""
     params = dict(model.named_parameters())
     primals = {name: params[name].detach() for name in names}
 
@@ -308,7 +344,7 @@ def _generic_sums(model, x, v, names, rho, transform) -> dict[str, Tensor]:
         return {name: rho(t).sum(0) for name, t in g.items()}
 
     k, n = v.shape[:2]
-    step = max(1, _BUDGET // (k * sum(p.numel() for p in primals.values())))
+    step = max(1, budget // (v.element_size() * k * sum(p.numel() for p in primals.values())))
     sums = {name: torch.zeros_like(p) for name, p in primals.items()}
     with torch.no_grad():  # torch.func ignores an outer no_grad; this only stops a useless outer graph
         for i in range(0, n, step):
@@ -350,9 +386,12 @@ def _refuse_batch_statistics(model: nn.Module) -> None:
 # --------------------------------------------------------------------------------------------------
 def average_over_data(
     model: nn.Module, data: Batches | tuple[Tensor, Tensor], batch_sums: BatchSums, *,
-    max_samples: int | None = None, progress: bool = False, desc: str = "",
+    max_samples: int | None = None, progress: bool = False, desc: str = "", gather: int | None = None,
 ) -> dict[str, Tensor]:
     """Σ over batches of ``batch_sums(x, y, first) -> (sums, weight)``, divided by Σ weight.
+
+    ``gather``: consecutive batches smaller than this many samples are concatenated first (when
+    their shapes allow), so that per-batch overhead is paid per ``gather`` samples.
 
     Runs in eval mode (every module's mode restored afterwards, also on errors) with gradients enabled;
     inputs are moved to the parameters' device. Under ``torch.distributed`` the sums and weights are
@@ -371,7 +410,8 @@ def average_over_data(
     weight = 0.0
     bar = _progress_bar(data, max_samples, desc) if progress else None
     with _eval_mode(model):
-        for i, (x, y) in enumerate(_batches(data, max_samples)):
+        batches = _batches(data, max_samples)
+        for i, (x, y) in enumerate(_gathered(batches, gather) if gather else batches):
             part, w = batch_sums(x.to(device), y.to(device), i == 0)
             for name, t in part.items():
                 sums[name] += t
@@ -398,8 +438,7 @@ def _batches(data, max_samples: int | None) -> Iterator[tuple[Tensor, Tensor]]:
         xs, ys = data  # the whole dataset as two tensors: read in fixed-size batches
         if xs.shape[0] != ys.shape[0]:
             raise ValueError(f"(X, Y) must have equal first dimensions, got {xs.shape[0]} and {ys.shape[0]}")
-        data = ((xs[i:i + WHOLE_DATASET_BATCH], ys[i:i + WHOLE_DATASET_BATCH])
-                for i in range(0, xs.shape[0], WHOLE_DATASET_BATCH))
+        data = ((xs[i:i + CHUNK], ys[i:i + CHUNK]) for i in range(0, xs.shape[0], CHUNK))
     left = max_samples
     for batch in data:
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
@@ -412,6 +451,38 @@ def _batches(data, max_samples: int | None) -> Iterator[tuple[Tensor, Tensor]]:
             left -= len(x)
         if len(x):
             yield x, y
+
+
+def _gathered(batches: Iterator[tuple[Tensor, Tensor]], size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """Concatenate consecutive batches up to ``size`` samples; a batch that does not stack with the
+    ones waiting (other trailing shape, dtype or device, or targets that are not tensors) starts anew."""
+    xs: list[Tensor] = []
+    ys: list[Tensor] = []
+
+    def flush():
+        out = (xs[0], ys[0]) if len(xs) == 1 else (torch.cat(xs), torch.cat(ys))
+        xs.clear()
+        ys.clear()
+        return out
+
+    for x, y in batches:
+        if not isinstance(y, Tensor) or len(x) >= size:
+            if xs:
+                yield flush()
+            yield x, y
+            continue
+        if xs and not (_stacks(xs[0], x) and _stacks(ys[0], y)):
+            yield flush()
+        xs.append(x)
+        ys.append(y)
+        if sum(len(t) for t in xs) >= size:
+            yield flush()
+    if xs:
+        yield flush()
+
+
+def _stacks(a: Tensor, b: Tensor) -> bool:
+    return a.shape[1:] == b.shape[1:] and a.dtype == b.dtype and a.device == b.device
 
 
 @contextmanager

@@ -1,0 +1,140 @@
+"""What the per-sample engine knows about each layer type: one small rule per type, in one table.
+
+A rule turns what the engine captured for a module — each call's input ``a`` (N, ...) and the
+per-sample gradients ``g`` of the model's output w.r.t. that call's output, for K cotangents
+(K, N, ...) — into reductions over samples of the per-sample gradients of the module's own
+parameters, without materialising a gradient per sample where the layer's algebra allows it.
+Where a module is called at several positions (sequences, convolutions, repeated calls) the
+positions sum *inside* a sample's gradient, before the square or absolute value ρ.
+
+To teach the engine a new layer type: write its reduction here and add it to :data:`LAYER_RULES`
+(and a test against a batch-size-1 loop in ``tests/test_per_sample.py``). A module whose type (or
+base type) has no rule, or that overrides ``forward``, goes through the generic ``torch.func``
+path, which is correct for any vmap-able model but materialises per-sample gradients.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Rho = Callable[[Tensor], Tensor]
+# (module, inputs of its calls, output gradients of its calls (K, N, ...), ρ) -> {attr: Σ_{n,k} ρ(∂/∂attr)}
+Elementwise = Callable[[nn.Module, list[Tensor], list[Tensor], Rho], dict[str, Tensor]]
+
+CHUNK_ELEMENTS = 1 << 24  # per-sample intermediates of a rule stay below this many elements
+
+__all__ = ["LAYER_RULES", "LayerRule", "rule_for"]
+
+
+@dataclass(frozen=True)
+class LayerRule:
+    """How the engine reduces per-sample gradients of one module type.
+
+    Attributes:
+        params: attribute names of the parameters the rule handles (``None`` ones are skipped).
+        elementwise: Σ over samples and cotangents of ρ(per-sample gradient), per parameter.
+        accepts: extra conditions on a module instance (e.g. Conv2d without groups).
+    """
+
+    params: tuple[str, ...]
+    elementwise: Elementwise
+    accepts: Callable[[nn.Module], bool] = lambda m: True
+
+
+def rule_for(module: nn.Module) -> LayerRule | None:
+    """The rule of ``module``'s type (or nearest base type in the table), or None.
+
+    A subclass that overrides ``forward`` computes something else: it gets no rule.
+
+    Example:
+        >>> rule_for(nn.Linear(2, 3)).params, rule_for(nn.ReLU())
+        (('weight', 'bias'), None)
+    """
+    cls = type(module)
+    for base in cls.__mro__:
+        rule = LAYER_RULES.get(base)
+        if rule is not None:
+            return rule if cls.forward is base.forward and rule.accepts(module) else None
+    return None
+
+
+def _linear(m: nn.Linear, inputs: list[Tensor], grads: list[Tensor], rho: Rho) -> dict[str, Tensor]:
+    """Per-sample gradients g aᵀ (weight) and g (bias); for a 2-D input Σ_n ρ(g_n a_nᵀ) = ρ(g)ᵀ ρ(a)."""
+    k, n = grads[0].shape[:2]
+    if len(inputs) == 1 and inputs[0].dim() == 2:
+        s = rho(grads[0]).sum(0)                       # (N, out): Σ_k ρ(g)
+        return {"weight": s.T @ rho(inputs[0]), "bias": s.sum(0)}
+    a = torch.cat([t.reshape(n, -1, m.in_features) for t in inputs], 1)
+    g = torch.cat([t.reshape(k, n, -1, m.out_features) for t in grads], 2)
+    w = a.new_zeros(m.out_features, m.in_features)
+    step = max(1, CHUNK_ELEMENTS // (k * w.numel()))
+    for i in range(0, n, step):
+        w += rho(torch.einsum("knto,nti->knoi", g[:, i:i + step], a[i:i + step])).sum((0, 1))
+    return {"weight": w, "bias": rho(g.sum(2)).sum((0, 1))}
+
+
+def _plain_conv2d(m: nn.Module) -> bool:
+    return m.groups == 1 and m.padding_mode == "zeros" and not isinstance(m.padding, str)
+
+
+def _conv2d(m: nn.Conv2d, inputs: list[Tensor], grads: list[Tensor], rho: Rho) -> dict[str, Tensor]:
+    """Unfold the input into patches, sum patches × output gradients over positions, then ρ."""
+    k, n = grads[0].shape[:2]
+    w = inputs[0].new_zeros(m.out_channels, m.weight[0].numel())
+    cols_per_sample = sum(t[0].numel() * m.weight[0, 0].numel() for t in inputs)
+    step = max(1, CHUNK_ELEMENTS // max(k * w.numel(), cols_per_sample))
+    for i in range(0, n, step):
+        cols = torch.cat([F.unfold(t[i:i + step], m.kernel_size, m.dilation, m.padding, m.stride)
+                          for t in inputs], 2)                                 # (n, Cin·kh·kw, L)
+        g = torch.cat([t[:, i:i + step].flatten(3) for t in grads], 3)        # (K, n, Cout, L)
+        w += rho(torch.einsum("kncl,nil->knci", g, cols)).sum((0, 1))
+    bias = rho(torch.cat([t.flatten(3) for t in grads], 3).sum(3)).sum((0, 1))
+    return {"weight": w.view_as(m.weight), "bias": bias}
+
+
+def _plain_embedding(m: nn.Module) -> bool:
+    # max_norm renormalises the weight in place during forward; scale_grad_by_freq mixes positions
+    return m.max_norm is None and not m.scale_grad_by_freq
+
+
+def _embedding(m: nn.Embedding, inputs: list[Tensor], grads: list[Tensor], rho: Rho) -> dict[str, Tensor]:
+    """Row r of sample n's gradient is the sum of g over the positions where sample n looks up r.
+
+    Positions are grouped by (sample, row) with one sort, summed, then ρ and scattered into the
+    table: memory of the order of the output gradients, never a (rows × dim) tensor per sample.
+    """
+    k, n = grads[0].shape[:2]
+    rows = torch.cat([t.reshape(n, -1) for t in inputs], 1)                   # (N, L)
+    g = torch.cat([t.reshape(k, n, -1, m.embedding_dim) for t in grads], 2)  # (K, N, L, d)
+    key = (rows + m.num_embeddings * torch.arange(n, device=rows.device).unsqueeze(1)).reshape(-1)
+    if m.padding_idx is not None:  # the padding row gets no gradient
+        keep = rows.reshape(-1) != m.padding_idx
+        key, g = key[keep], g.reshape(k, -1, m.embedding_dim)[:, keep]
+    unique, group = torch.unique(key, return_inverse=True)
+    per_sample = g.new_zeros(k, len(unique), m.embedding_dim).index_add_(1, group, g.reshape(k, -1, m.embedding_dim))
+    weight = g.new_zeros(m.num_embeddings, m.embedding_dim)
+    return {"weight": weight.index_add_(0, unique % m.num_embeddings, rho(per_sample).sum(0))}
+
+
+def _layer_norm(m: nn.LayerNorm, inputs: list[Tensor], grads: list[Tensor], rho: Rho) -> dict[str, Tensor]:
+    """y = x̂ ⊙ w + b: per-sample gradients Σ_positions g ⊙ x̂ (weight) and Σ_positions g (bias)."""
+    k, n = grads[0].shape[:2]
+    width = m.weight.numel() if m.weight is not None else m.bias.numel()
+    x_hat = torch.cat([F.layer_norm(t, m.normalized_shape, None, None, m.eps).reshape(n, -1, width)
+                       for t in inputs], 1)                                   # (N, L, S)
+    g = torch.cat([t.reshape(k, n, -1, width) for t in grads], 2)            # (K, N, L, S)
+    shape = m.normalized_shape
+    return {"weight": rho(torch.einsum("knls,nls->kns", g, x_hat)).sum((0, 1)).view(shape),
+            "bias": rho(g.sum(2)).sum((0, 1)).view(shape)}
+
+
+LAYER_RULES: dict[type[nn.Module], LayerRule] = {
+    nn.Linear: LayerRule(("weight", "bias"), _linear),
+    nn.Conv2d: LayerRule(("weight", "bias"), _conv2d, accepts=_plain_conv2d),
+    nn.Embedding: LayerRule(("weight",), _embedding, accepts=_plain_embedding),
+    nn.LayerNorm: LayerRule(("weight", "bias"), _layer_norm),
+}
