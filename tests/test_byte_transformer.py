@@ -70,3 +70,26 @@ def test_torch_func_per_sample_gradients_equal_a_batch_size_one_loop():
         F.cross_entropy(model(x[i:i + 1]).flatten(0, 1), y[i]).backward()
         for name, p in model.named_parameters():
             torch.testing.assert_close(batched[name][i], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_every_parameter_has_a_layer_rule_and_the_fisher_is_per_sequence(monkeypatch):
+    """The Fisher engine never needs torch.func on this model, and gives the per-sequence Fisher."""
+    from forgetless import fisher_diagonal, per_sample
+
+    def no_generic(*args, **kwargs):
+        raise AssertionError("a parameter of ByteTransformer went through the torch.func path")
+
+    monkeypatch.setattr(per_sample, "_generic_sums", no_generic)
+    model = ByteTransformer(ByteTransformerConfig(seq_len=6, width=8, layers=2, heads=2), seed=2)
+    x, y = torch.randint(0, 256, (5, 6)), torch.randint(0, 256, (5, 6))
+    y[1, :2] = -100
+    got = fisher_diagonal(model, (x, y), estimator="empirical")
+    model.eval()
+    for name, p in model.named_parameters():
+        want = torch.zeros_like(p)
+        for i in range(5):
+            scored = y[i] != -100
+            log_likelihood = -F.cross_entropy(model(x[i:i + 1])[0][scored], y[i][scored], reduction="sum")
+            (g,) = torch.autograd.grad(log_likelihood, [p])
+            want += g.square() / 5
+        torch.testing.assert_close(got[name], want, rtol=1e-4, atol=1e-4 * float(want.abs().max()) + 1e-12, msg=name)

@@ -13,7 +13,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 from transformers import default_data_collator  # noqa: E402
 
 import forgetless  # noqa: E402
-from forgetless import L2, SI  # noqa: E402
+from forgetless import EWC, L2, SI, fisher_diagonal  # noqa: E402
 from forgetless.integrations.causal_lm import CausalLMBatches, CausalLMLogits, consolidate_causal_lm  # noqa: E402
 from forgetless.integrations.huggingface import STATE_FILE, TRAINER_FILE, ContinualTrainer  # noqa: E402
 from forgetless.training import task_loss  # noqa: E402
@@ -44,14 +44,17 @@ def llama(seed=0):
     return LlamaForCausalLM(config)
 
 
-def examples(n=8, seed=0, pad_last=0):
-    """Token sequences as a dataset of dicts; the last ``pad_last`` positions of odd rows are padding."""
+def examples(n=8, seed=0, pad_last=0, pad_first=0):
+    """Token sequences as a dataset of dicts; odd rows end (start) with ``pad_last`` (``pad_first``) pads."""
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(1, VOCAB, (n, LENGTH), generator=g)
     mask = torch.ones_like(ids)
     if pad_last:
         mask[1::2, -pad_last:] = 0
         ids[1::2, -pad_last:] = 0
+    if pad_first:
+        mask[1::2, :pad_first] = 0
+        ids[1::2, :pad_first] = 0
     labels = ids.masked_fill(mask == 0, -100)
     # Position 0 is never a target (the model shifts labels). Saying so keeps Trainer's token count
     # right: transformers 5.24 counts unshifted labels for models whose config leaves loss_type unset
@@ -75,6 +78,33 @@ def arguments(tmp_path, **overrides):
 def trainer(model, tmp_path, regularizer, data, **overrides):
     return ContinualTrainer(model=model, args=arguments(tmp_path, **overrides), train_dataset=data,
                             data_collator=default_data_collator, regularizer=regularizer)
+
+
+def per_sequence_fisher(model, data):
+    """The oracle: mean over sequences of (Σ_t ∂ log p(label_{t+1} | tokens ≤ t) / ∂θ)², one sequence at a time,
+    through the model's own forward with its attention mask (no adapter involved)."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    total = {n: torch.zeros_like(p) for n, p in params.items()}
+    for example in data:
+        ids, mask, labels = (example[k].unsqueeze(0) for k in ("input_ids", "attention_mask", "labels"))
+        logits = model(input_ids=ids, attention_mask=mask).logits[0, :-1]
+        target = labels[0, 1:]
+        scored = (target != -100) & (mask[0, 1:] == 1)
+        log_likelihood = torch.log_softmax(logits, -1)[scored].gather(1, target[scored].unsqueeze(1)).sum()
+        for name, g in zip(params, torch.autograd.grad(log_likelihood, list(params.values()))):
+            total[name] += g.square()
+    return {name: t / len(data) for name, t in total.items()}
+
+
+def assert_fisher_close(got, want):
+    assert set(got) == set(want)
+    for name, f in want.items():
+        torch.testing.assert_close(got[name], f, rtol=1e-4, atol=1e-4 * float(f.abs().max()) + 1e-12, msg=name)
+
+
+def lora(model, **options):
+    peft = pytest.importorskip("peft")
+    return peft.get_peft_model(model, peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], **options))
 
 
 def displaced_l2(model, strength=3.0):
@@ -102,6 +132,31 @@ def test_logits_are_aligned_with_the_shifted_labels(build):
     torch.testing.assert_close(task_loss(z, y), hf_loss, rtol=1e-5, atol=1e-6)
     names = [(n, id(p)) for n, p in wrapper.named_parameters()]
     assert names == [(n, id(p)) for n, p in model.named_parameters()]
+
+
+def test_left_padding_keeps_its_mask():
+    model = llama().eval()
+    batch = batch_of(examples(4, pad_first=3))
+    (x, y), = list(CausalLMBatches([batch]))
+    assert x.shape == (4, 2, LENGTH) and int((y == -100).sum()) == 2 * 2   # the pads after the first: shifted out
+    torch.testing.assert_close(task_loss(CausalLMLogits(model)(x), y), model(**batch).loss, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("build", [gpt2, llama])
+def test_fisher_through_the_adapters_is_the_per_sequence_fisher(build):
+    """GPT-2's Conv1D and Llama's RMSNorm take the engine's torch.func path: the right-padded mask is dropped."""
+    model = build().eval()
+    data = examples(6, pad_last=3)
+    got = fisher_diagonal(CausalLMLogits(model), CausalLMBatches([batch_of(data[:4]), batch_of(data[4:])]),
+                          estimator="empirical")
+    assert_fisher_close(got, per_sequence_fisher(model, data))
+
+
+def test_left_padding_on_the_torch_func_path_is_refused_clearly():
+    model = llama().eval()
+    with pytest.raises(ValueError, match="left-padded batch .* pad on the right"):
+        fisher_diagonal(CausalLMLogits(model), CausalLMBatches([batch_of(examples(4, pad_first=2))]),
+                        estimator="sampled")
 
 
 def test_the_wrapper_gives_the_model_its_mode_and_restores_it():
@@ -203,11 +258,36 @@ def test_resuming_needs_the_regularizer_state(tmp_path):
         ContinualTrainer(model=gpt2(), args=arguments(tmp_path), regularizer="ewc")
 
 
+def test_ewc_consolidates_the_per_sequence_fisher_of_the_task_at_its_end(tmp_path):
+    model = gpt2()
+    data = examples(8, seed=4, pad_last=2)
+    ewc = EWC(strength=10.0, estimator="empirical")
+    t = trainer(model, tmp_path, ewc, data)
+    t.train()
+    assert ewc.tasks_seen == 1
+    assert_fisher_close(ewc.importance, per_sequence_fisher(model.eval(), data))
+    for name, p in model.named_parameters():
+        assert torch.equal(ewc.anchor[name], p.detach()), name
+
+
 # --- PEFT / LoRA --------------------------------------------------------------------------------------
+def test_ewc_with_lora_left_padded_fisher_and_state_of_the_adapters_size(tmp_path):
+    model = lora(llama())
+    adapter = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    data = examples(8, seed=5, pad_first=2)
+    ewc = EWC(strength=10.0, estimator="empirical")
+    trainer(model, tmp_path, ewc, data).train()
+    # every trainable parameter (nn.Linear adapters) has a layer rule: the mask is used, no torch.func
+    assert_fisher_close(ewc.importance, per_sequence_fisher(model.eval(), data))
+    state = ewc.state_dict()
+    n_adapter = sum(p.numel() for p in adapter.values())
+    assert sum(t.numel() for t in state.values() if t.dim()) == 2 * n_adapter   # Fisher + anchor: nothing else
+    assert {k.split(".", 1)[1] for k in state if k.startswith("importance.")} == set(adapter)
+
+
 @pytest.mark.parametrize("make", [L2, SI])
 def test_with_lora_only_the_adapter_is_protected(tmp_path, make):
-    peft = pytest.importorskip("peft")
-    model = peft.get_peft_model(llama(), peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+    model = lora(llama())
     adapter = {n: p for n, p in model.named_parameters() if p.requires_grad}
     assert adapter and all("lora_" in n for n in adapter)
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}

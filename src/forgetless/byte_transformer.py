@@ -90,7 +90,7 @@ class Block(nn.Module):
 
 
 class ByteTransformer(nn.Module):
-    """Bytes (N, T) int64 → next-byte logits (N, T, 256), T ≤ ``config.seq_len``; position t sees bytes ≤ t.
+    """Bytes (N, T) int64 → next-byte logits (N, T, vocab), T ≤ ``config.seq_len``; position t sees bytes ≤ t.
 
     Args:
         config: the sizes.
@@ -122,10 +122,12 @@ class ByteTransformer(nn.Module):
                 p.copy_(torch.randn(p.shape, generator=generator) * std)
 
     def forward(self, x: Tensor) -> Tensor:
-        t = x.shape[-1]
+        n, t = x.shape
         if t > self.config.seq_len:
             raise ValueError(f"ByteTransformer: input of {t} positions, the model has {self.config.seq_len}")
-        h = self.dropout(self.token(x) + self.position(torch.arange(t, device=x.device)))
+        # positions looked up per sample (batch on dim 0), so the Fisher engine's Embedding rule applies
+        positions = torch.arange(t, device=x.device).expand(n, t)
+        h = self.dropout(self.token(x) + self.position(positions))
         for block in self.blocks:
             h = block(h)
         return self.head(self.norm(h))
