@@ -122,3 +122,15 @@ def test_the_real_benchmark_through_the_registry_signature():
         n = len(task.train) + len(task.valid) + len(task.test)
         assert 0.08 < len(task.test) / n < 0.12 and 0.08 < len(task.valid) / n < 0.12
     assert bench.info["domains"]["prose"]["sha256"] == prose_text().sha256
+
+
+def test_training_windows_are_in_a_seeded_random_order():
+    data = toy(20000, 4000)
+    a, b = (prose_code(data, scenario="domain", seed=s, seq_len=8, block_windows=4) for s in (0, 0))
+    assert torch.equal(a.tasks[0].train.x, b.tasks[0].train.x)
+    x, _ = byte_windows(data[0].text, 8)
+    position = {bytes(r.tolist()): i for i, r in enumerate(x)}
+    first = [position[bytes(r.tolist())] for r in a.tasks[0].train.x[:100]]
+    assert first != sorted(first) and max(first) > len(x) // 2   # the first windows come from all over the text
+    test = [position[bytes(r.tolist())] for r in a.tasks[0].test.x]
+    assert test == sorted(test)

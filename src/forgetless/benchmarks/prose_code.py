@@ -17,8 +17,10 @@ How the text becomes samples, fixed so that every run sees the same windows:
 - **Test** (fixed, the same for every seed): every 10th block, blocks 9, 19, 29, … (10% of the text,
   spread over all of it).
 - **Validation** (seeded): a random ``valid_fraction`` (default 10%) of the remaining blocks, drawn
-  with ``torch.Generator().manual_seed(seed)``; the rest is training data. Windows keep their order
-  of the text inside each split (the training loop shuffles).
+  with ``torch.Generator().manual_seed(seed)``; the rest is training data. Training windows are
+  stored in a random order drawn from the same generator, so the first N of them are a random sample
+  of the domain (what a Fisher on ``fisher_samples`` windows reads); validation and test windows keep
+  the text's order.
 - **Targets.** One output head of 256 units (a byte), shared by both domains: only the ``domain``
   scenario exists. ``Task.classes`` and ``Task.outputs`` are ``range(256)``.
 
@@ -143,5 +145,7 @@ def _task(corpus: TextCorpus, seq_len: int, block_windows: int, valid_fraction: 
     where = {"test": is_test[block], "valid": is_valid[block]}
     where["train"] = ~(where["test"] | where["valid"])
     splits = {name: Split(x[mask], y[mask]) for name, mask in where.items()}
+    order = torch.randperm(len(splits["train"]), generator=generator)
+    splits["train"] = Split(splits["train"].x[order], splits["train"].y[order])
     outputs = tuple(range(N_BYTES))
     return Task(corpus.name, splits["train"], splits["valid"], splits["test"], outputs, outputs)
