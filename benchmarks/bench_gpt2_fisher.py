@@ -153,6 +153,12 @@ def main() -> int:
     if args.child:
         child(args)
         return 0
+    import importlib.util
+
+    missing = [m for m in ("transformers", "peft") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"bench_gpt2_fisher: skipped, needs {' and '.join(missing)} (pip install 'forgetless[transformers]' peft)")
+        return 0
     import warnings
 
     warnings.filterwarnings("ignore")
