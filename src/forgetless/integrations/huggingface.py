@@ -31,7 +31,8 @@ memory. To protect what a pretrained base model does on some data while fine-tun
 
 A Trainer subclass of your own (e.g. trl's ``SFTTrainer``) combines as ``class T(ContinualTrainer,
 SFTTrainer)``: every override here calls ``super()``. Single process or DDP; not FSDP/DeepSpeed
-(sharded parameters).
+(sharded parameters). Needs transformers >= 4.55: the penalty follows Trainer's rule for scaling a
+micro-batch's loss under gradient accumulation, which changed before that (tested: 4.55.4, 5.24.0).
 """
 from __future__ import annotations
 
@@ -102,8 +103,9 @@ class ContinualTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def _loss_scaled_for_accumulation(self, num_items_in_batch: Any) -> bool:
-        """Whether ``Trainer.training_step`` leaves the loss undivided by the accumulation steps
-        (its own rule: the model normalised it by the tokens of the whole accumulated batch)."""
+        """Whether ``Trainer.training_step`` leaves the loss undivided by the accumulation steps: its
+        ``loss_is_scaled_for_ga`` (5.x), else its rule since 4.55 (the model normalised the loss by
+        the tokens of the whole accumulated batch, or a ``compute_loss_func`` did)."""
         flag = getattr(self, "loss_is_scaled_for_ga", None)
         if flag is not None:
             return bool(flag)
