@@ -6,6 +6,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 
 def digit_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -21,6 +22,16 @@ def digit_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def idx_bytes(array: np.ndarray) -> bytes:
     header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     return header + array.astype(np.uint8).tobytes()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def other_data_allowed():
+    """This MNIST-shaped set is not MNIST, and a test module that runs the CLI on it says so explicitly
+    (``from synthetic import other_data_allowed``): the data loaders refuse unidentified data otherwise.
+    Through the environment, so that worker processes see it too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FORGETLESS_ALLOW_OTHER_DATA", "1")
+        yield
 
 
 def write_mnist_dir(folder: Path, n_train: int = 1200, n_test: int = 400, gz: bool = True) -> Path:
@@ -50,6 +61,21 @@ def random_task(seed: int, n: int = 40):
 
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 6, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def lifecycle_steps(reg, model, x, y, *, steps: int = 3, lr: float = 0.1) -> None:
+    """``begin_task`` and a few SGD steps through the whole lifecycle (SI needs its path); no consolidate."""
+    import torch
+    from torch import nn
+
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    reg.begin_task(model)
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(model(x), y) + reg.penalty(model)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        reg.after_step(model)
 
 
 def perturb(model, seed: int, scale: float = 0.3) -> None:

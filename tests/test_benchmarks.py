@@ -94,6 +94,55 @@ def test_split_mnist_class_il_task_2_example(data):
     assert by_scenario["task"].outputs == (4, 5)
 
 
+def their_split_tasks(seed: int) -> tuple[np.ndarray, list[list[int]]]:
+    """van de Ven & Tolias's data.py (April 2019, seeds >= 1), with the global NumPy RNG as they use it:
+    ``np.random.seed(seed)`` then ``permutation = np.random.permutation(list(range(10)))``; digit d
+    gets label ``permutation[d]``; task t keeps the samples whose new label is in [2t, 2t+1]."""
+    state = np.random.get_state()
+    try:
+        np.random.seed(seed)
+        permutation = np.random.permutation(list(range(10)))
+    finally:
+        np.random.set_state(state)
+    labels_per_task = [list(np.array(range(2)) + 2 * task_id) for task_id in range(5)]
+    return permutation, labels_per_task
+
+
+@pytest.mark.parametrize("build", [split_mnist, split_fashion])
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_split_task_order_vandeven2019_is_their_recipe(data, build, seed, scenario):
+    permutation, labels_per_task = their_split_tasks(seed)
+    bench = build(data, scenario=scenario, seed=seed, task_order="vandeven2019")
+    test_digits = np.asarray(data.test_labels)
+    new_labels = permutation[test_digits]
+    for t, (task, labels) in enumerate(zip(bench.tasks, labels_per_task)):
+        keep = np.isin(new_labels, labels)  # their SubDataset(mnist_test, labels), in data-set order
+        assert torch.equal(task.test.x, to_inputs(data.test_images)[torch.from_numpy(keep)])
+        # Their targets: domain y - labels[0]; task y - 2t (train.py); class the new label itself.
+        theirs = new_labels[keep] - (0 if scenario == "class" else labels[0])
+        assert task.test.y.tolist() == theirs.tolist()
+        digits = tuple(int(np.flatnonzero(permutation == label)[0]) for label in labels)
+        assert task.classes == digits and task.name == f"{digits[0]}-{digits[1]}"
+        assert task.outputs == SPLIT_EXPECTED[scenario][1](t)
+        assert len(task.train) + len(task.valid) == int(np.isin(permutation[np.asarray(data.train_labels)], labels).sum())
+
+
+def test_split_task_orders_written_out_for_seeds_1_and_2(data):
+    """The pairs (digit with target 0, digit with target 1), as the split module's docstring lists them."""
+    pairs = {seed: [t.classes for t in split_mnist(data, scenario="domain", seed=seed, task_order="vandeven2019").tasks]
+             for seed in (0, 1, 2)}
+    assert pairs[1] == [(4, 6), (0, 5), (3, 9), (2, 7), (8, 1)]
+    assert pairs[2] == [(3, 1), (5, 6), (0, 2), (7, 4), (9, 8)]
+    assert pairs[0] == [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]  # their seed 0: no shuffle
+    # The fixed order ignores the seed; the global NumPy RNG is left alone.
+    state = np.random.get_state()[1].copy()
+    assert [t.classes for t in split_mnist(data, scenario="domain", seed=2).tasks] == pairs[0]
+    assert np.array_equal(np.random.get_state()[1], state)
+    with pytest.raises(ValueError, match="unknown task_order 'random'; valid: fixed, vandeven2019"):
+        split_mnist(data, scenario="task", task_order="random")
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_permuted_labels_and_outputs(data, scenario):
     n_tasks = 3
@@ -234,6 +283,32 @@ def test_first_task_is_plain_mnist_by_default(data):
     assert torch.equal(task.test.x, to_inputs(data.test_images))
 
 
+def test_padding_puts_each_pixel_where_their_recipe_does(data):
+    """van de Ven & Tolias: ``transforms.Pad(2)`` (zeros), ``ToTensor`` (/255), then
+    ``image.view(c, -1)[:, permutation]`` with a permutation of all 32·32 positions (data.py)."""
+    bench = permuted_mnist(data, scenario="domain", n_tasks=3, seed=1, permute_first=True, padding=2)
+    perms = pixel_permutations(3, seed=1, permute_first=True, padding=2)
+    padded = np.pad(data.test_images, ((0, 0), (2, 2), (2, 2)), mode="constant", constant_values=0)
+    assert padded.shape[1:] == (32, 32)
+    flat = padded.reshape(len(padded), 1024).astype(np.float32) / 255.0
+    for task, perm in zip(bench.tasks, perms):
+        assert sorted(perm.tolist()) == list(range(1024))
+        assert not torch.equal(perm, torch.arange(1024))  # permute_first: every task permuted, as theirs for seed >= 1
+        assert torch.equal(task.test.x, torch.from_numpy(flat[:, perm.numpy()]))
+        for split in (task.train, task.valid):
+            assert split.x.shape[1] == 1024
+        # The 240 padding positions carry no ink in any image of any split; they moved with the permutation.
+        border = np.ones((32, 32), bool)
+        border[2:30, 2:30] = False
+        where = torch.from_numpy(np.flatnonzero(border.reshape(-1)[perm.numpy()]))
+        assert len(where) == 240
+        assert all(float(split.x[:, where].abs().sum()) == 0.0 for split in (task.train, task.valid, task.test))
+    unpadded = permuted_mnist(data, scenario="domain", n_tasks=1, padding=0)
+    assert unpadded.tasks[0].test.x.shape[1] == 784
+    with pytest.raises(ValueError, match="padding must be a whole number of pixels >= 0, got -1"):
+        permuted_mnist(data, scenario="domain", n_tasks=1, padding=-1)
+
+
 def test_permuted_holds_out_the_same_rows_in_every_task(data):
     bench = permuted_mnist(data, scenario="domain", n_tasks=3, seed=1)
     perms = pixel_permutations(3, seed=1)
@@ -260,6 +335,25 @@ def test_validation_is_disjoint_from_training_seeded_and_sized(data, name):
         assert not torch.equal(ta.valid.x, tc.valid.x)
         # Test data comes from the test set only.
         assert not set(rows_of(ta.test.x)) & (train | valid)
+
+
+@pytest.mark.parametrize("name", list(BENCHMARKS))
+def test_valid_fraction_zero_trains_on_everything(data, name):
+    scenario = supported_scenarios(name)[0]
+    bench = make_benchmark(name, data, scenario=scenario, seed=3, valid_fraction=0.0, **SMALL.get(name, {}))
+    held_out = make_benchmark(name, data, scenario=scenario, seed=3, valid_fraction=0.2, **SMALL.get(name, {}))
+    for task, other in zip(bench.tasks, held_out.tasks):
+        assert len(task.valid) == 0 and task.valid.x.shape == (0, task.train.x.shape[1])
+        assert task.valid.x.dtype == torch.float32 and task.valid.y.dtype == torch.int64
+        # Every training image of the task, and the same images the 0.2 split shares out.
+        assert len(task.train) == len(other.train) + len(other.valid)
+        assert set(rows_of(task.train.x)) == set(rows_of(other.train.x)) | set(rows_of(other.valid.x))
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5])
+def test_valid_fraction_outside_0_1_is_refused(data, fraction):
+    with pytest.raises(ValueError, match=r"valid_fraction must be in \[0, 1\), got"):
+        split_mnist(data, scenario="task", valid_fraction=fraction)
 
 
 # --- registry -------------------------------------------------------------------------------------
@@ -291,7 +385,7 @@ def test_unknown_names_scenarios_and_options_list_the_valid_ones(data):
         required_dataset("nope")
     with pytest.raises(ValueError, match="valid scenarios: task, domain, class"):
         make_benchmark("split-mnist", data, scenario="instance")
-    with pytest.raises(ValueError, match="valid options: n_tasks, valid_fraction, permute_first"):
+    with pytest.raises(ValueError, match="valid options: n_tasks, valid_fraction, permute_first, padding"):
         make_benchmark("permuted-mnist", data, scenario="task", permute=True)
 
 
@@ -309,6 +403,10 @@ def test_bad_inputs_are_refused_clearly(data):
     bad = ImageData(data.train_images, data.train_labels + 1, data.test_images, data.test_labels, "shifted")
     with pytest.raises(ValueError, match="labels must lie in 0..9"):
         split_mnist(bad, scenario="class")
+    for shifted in (bad, ImageData(data.train_images, data.train_labels, data.test_images, data.test_labels - 1, "x")):
+        # seed-split used to build these, then crash mid-training on a target beyond its 5-way head
+        with pytest.raises(ValueError, match=r"^(shifted|x): labels must lie in 0..9, got (1..10|-1..8)$"):
+            make_benchmark("seed-split", shifted, scenario="domain")
     no_fives = ImageData(data.train_images[data.train_labels // 2 != 2], data.train_labels[data.train_labels // 2 != 2],
                          data.test_images, data.test_labels, "partial")
     with pytest.raises(ValueError, match="task 4-5 has 0 training images"):

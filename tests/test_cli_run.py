@@ -6,7 +6,7 @@ import pytest
 from forgetless import runs
 from forgetless.cli import main
 
-from synthetic import write_mnist_dir
+from synthetic import other_data_allowed, write_mnist_dir  # noqa: F401  (other data, said so)
 
 FAST = ["--iterations", "20", "--hidden", "32", "--batch-size", "64"]
 
@@ -139,3 +139,79 @@ def test_one_optimizer_for_the_sequence_when_asked(flag, optimizers, data_dir, t
                  "--data-dir", str(data_dir), "--out", str(out), *FAST, *flag]) == 0
     assert len(made) == optimizers  # split MNIST has 5 tasks
     assert json.loads((out / "result.json").read_text())["config"]["reset_optimizer"] is not bool(flag)
+
+
+# --- van de Ven & Tolias's protocol: their task order, 32×32 permuted inputs, no validation split ---
+
+THEIR_SPLIT = ('benchmark = "split-mnist"\nscenario = "domain"\nmethod = "online-ewc"\nstrength = 1e8\ndecay = 0.7\n'
+               'decay_in_penalty = true\nvalid_fraction = 0.0\ntask_order = "vandeven2019"\nseeds = [1]\n'
+               'iterations = 5\nhidden = [16]\n')
+
+
+def test_their_split_protocol_runs_without_validation(data_dir, tmp_path, monkeypatch):
+    from forgetless import experiment
+
+    made = []
+    real = experiment.make_regularizer
+    monkeypatch.setattr(experiment, "make_regularizer", lambda c, s: made.append(real(c, s)) or made[-1])
+    cfg = tmp_path / "theirs.toml"
+    cfg.write_text(THEIR_SPLIT)
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(cfg), "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["task_names"] == ["4-6", "0-5", "3-9", "2-7", "8-1"]  # their seed-1 pairs
+    assert result["config"]["task_order"] == "vandeven2019" and result["config"]["decay_in_penalty"] is True
+    assert made[0].decay_in_penalty is True and made[0].decay == 0.7 and made[0].strength == 1e8
+    seed = result["seeds"][0]
+    assert all(v is None for row in seed["valid_matrix"] for v in row)  # nothing held out: no score, not 0
+    assert all(v is not None for row in seed["accuracy_matrix"] for v in row)
+    assert result["metrics"]["valid_average_accuracy"] == {"mean": None, "std": None}
+    assert "valid_fraction = 0" in result["selection"] and "validation data held out" not in result["selection"]
+    assert "| valid_average_accuracy | n/a |" in (out / "report.md").read_text()
+
+
+def test_their_permuted_protocol_builds_a_1024_input_network(data_dir, tmp_path, monkeypatch):
+    from forgetless import experiment
+
+    widths = []
+    real = experiment.mlp
+    monkeypatch.setattr(experiment, "mlp", lambda n, *a: widths.append(n) or real(n, *a))
+    out = tmp_path / "run"
+    cfg = tmp_path / "perm.toml"
+    cfg.write_text('benchmark = "permuted-mnist"\nscenario = "domain"\nmethod = "naive"\nn_tasks = 2\npadding = 2\n'
+                   'permute_first = true\nvalid_fraction = 0.0\nseeds = [1]\niterations = 3\nhidden = [8]\n')
+    assert main(["run", "--config", str(cfg), "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    assert widths == [1024]
+    config = json.loads((out / "result.json").read_text())["config"]
+    assert (config["padding"], config["permute_first"], config["valid_fraction"]) == (2, True, 0.0)
+
+
+@pytest.mark.parametrize("command", ["run", "compare"])
+def test_auto_strength_without_validation_is_refused_before_anything_runs(command, data_dir, tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('benchmark = "split-mnist"\nmethod = "ewc"\nvalid_fraction = 0.0\nstrength = "auto"\n')
+    out = tmp_path / "run"
+    assert main([command, "--config", str(cfg), "--data-dir", str(data_dir), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "strength 'auto' chooses the strength on validation data, but valid_fraction = 0 holds none out" in err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_execute_refuses_auto_strength_without_validation(tmp_path):
+    from forgetless.experiment import RunConfig
+
+    with pytest.raises(ValueError, match="valid_fraction = 0 holds none out"):
+        runs.execute(RunConfig(method="si", valid_fraction=0.0), tmp_path / "x", lambda seed: None, auto_strength=True)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"benchmark": "permuted-mnist", "task_order": "vandeven2019"}, "task_order is an option of split-mnist and split-fashion only"),
+    ({"benchmark": "split-mnist", "padding": 2}, "padding is an option of permuted-mnist only, not split-mnist"),
+    ({"benchmark": "seed-split", "scenario": "domain", "permute_first": True}, "permute_first is an option of permuted-mnist"),
+])
+def test_benchmark_options_for_another_benchmark_are_refused(settings, message):
+    from forgetless.experiment import RunConfig
+
+    with pytest.raises(ValueError, match=message):
+        RunConfig(**settings)

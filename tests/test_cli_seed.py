@@ -5,7 +5,7 @@ import pytest
 
 from forgetless.cli import main
 
-from synthetic import write_mnist_dir
+from synthetic import other_data_allowed, write_mnist_dir  # noqa: F401  (other data, said so)
 
 
 @pytest.fixture(scope="module")

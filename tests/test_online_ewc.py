@@ -56,6 +56,53 @@ def test_penalty_equals_closed_form_around_latest_anchor():
         torch.testing.assert_close(p.grad, want, rtol=1e-4, atol=1e-7)
 
 
+def _their_penalty(model, lam, gamma, fishers, anchor):
+    """van de Ven & Tolias's online EWC (continual_learner.py @86802a8), written out: the running Fisher
+    is F_t + γ·F_{t−1}-running (``est_fisher_info[n] += self.gamma * existing_values``), and
+    ``ewc_loss`` uses ``fisher = self.gamma*fisher``: ½·λ·Σ γ·F·(θ − θ*)²."""
+    running = None
+    for f in fishers:
+        running = dict(f) if running is None else {n: f[n] + gamma * running[n] for n in f}
+    return 0.5 * lam * sum(float((gamma * running[n] * (p.detach() - anchor[n]) ** 2).sum())
+                           for n, p in model.named_parameters())
+
+
+@pytest.mark.parametrize("n_tasks", [1, 3])
+def test_decay_in_penalty_is_their_convention_in_closed_form(n_tasks):
+    gamma, lam = 0.7, 3.0
+    ours = OnlineEWC(strength=lam, decay=gamma)
+    theirs = OnlineEWC(strength=lam, decay=gamma, decay_in_penalty=True)
+    model, fishers = _model(), []
+    for t in range(n_tasks):
+        _perturb(model, 10 + t)
+        data = _task(t)
+        for reg in (ours, theirs):
+            reg.consolidate(model, data)
+        fishers.append(fisher_diagonal(model, data))
+    anchor = _params(model)
+    _perturb(model, 99)
+    penalty = theirs.penalty(model)
+    assert float(penalty.detach()) == pytest.approx(_their_penalty(model, lam, gamma, fishers, anchor), rel=1e-5)
+    # Their λ is our λ·γ; the stored running Fisher is the same under both conventions.
+    assert float(penalty.detach()) == pytest.approx(gamma * float(ours.penalty(model).detach()), rel=1e-6)
+    same = OnlineEWC(strength=lam * gamma, decay=gamma)
+    same.load_state_dict(ours.state_dict())
+    assert float(same.penalty(model).detach()) == pytest.approx(float(penalty.detach()), rel=1e-6)
+    for name in ours.importance:
+        assert torch.equal(ours.importance[name], theirs.importance[name])
+    penalty.backward()
+    running = fishers[0]
+    for f in fishers[1:]:
+        running = {n: f[n] + gamma * running[n] for n in f}
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, lam * gamma * running[n] * (p.detach() - anchor[n]), rtol=1e-4, atol=1e-7)
+
+
+def test_decay_in_penalty_must_be_a_bool():
+    with pytest.raises(ValueError, match="decay_in_penalty must be True or False, got 'yes'"):
+        OnlineEWC(decay_in_penalty="yes")
+
+
 def test_decay_zero_protects_only_the_latest_task():
     reg = OnlineEWC(decay=0.0)
     _, (_, _, f3), _ = _three_tasks(reg)
@@ -139,6 +186,8 @@ def test_registered_and_hyperparameters_recorded():
     assert forgetless.REGULARIZERS["online-ewc"] is OnlineEWC
     reg = OnlineEWC(strength=2.0, decay=0.9, estimator="empirical", fisher_samples=100, seed=1)
     assert reg.hyperparameters() == {
-        "strength": 2.0, "decay": 0.9, "estimator": "empirical", "fisher_samples": 100, "seed": 1,
+        "strength": 2.0, "decay": 0.9, "decay_in_penalty": False, "estimator": "empirical", "fisher_samples": 100,
+        "seed": 1,
     }
+    assert OnlineEWC(decay_in_penalty=True).hyperparameters()["decay_in_penalty"] is True
     assert repr(reg).startswith("OnlineEWC(strength=2.0, decay=0.9")

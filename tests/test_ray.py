@@ -14,7 +14,7 @@ from forgetless import sweep  # noqa: E402
 from forgetless.cli import main  # noqa: E402
 from forgetless.executors.ray_executor import run_ray  # noqa: E402
 
-from synthetic import write_mnist_dir  # noqa: E402
+from synthetic import other_data_allowed, write_mnist_dir  # noqa: E402,F401  (other data, said so)
 
 SWEEP_TOML = """\
 [base]

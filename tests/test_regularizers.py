@@ -85,7 +85,7 @@ def test_state_dict_round_trip_through_weights_only_load(make):
 
 def test_load_state_dict_rejects_unknown_keys():
     reg = EWC()
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match=r"unknown entries \[.bogus.w.\]"):
         reg.load_state_dict({"tasks_seen": torch.tensor(1), "constant": torch.zeros(()), "bogus.w": torch.zeros(1)})
 
 
@@ -117,3 +117,31 @@ def test_ewc_in_a_user_training_loop_keeps_old_task():
     """Three-line use in a plain loop: task 1 is remembered better with EWC than without."""
     assert old_task_accuracy(EWC(strength=100.0)) > old_task_accuracy(None) + 0.1
     assert forgetless.REGULARIZERS["ewc"] is EWC
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: forgetless.EWC(fisher_samples=2.5), "fisher_samples must be an integer >= 1 or None, got 2.5"),
+    (lambda: forgetless.EWC(fisher_samples=True), "fisher_samples must be an integer >= 1 or None, got True"),
+    (lambda: forgetless.EWC(fisher_samples=0), "fisher_samples must be an integer >= 1 or None, got 0"),
+    (lambda: forgetless.EWC(seed=1.5), r"seed must be an integer in \[0, 2\*\*62\), got 1.5"),
+    (lambda: forgetless.OnlineEWC(seed=-1), r"seed must be an integer in \[0, 2\*\*62\), got -1"),
+    (lambda: forgetless.EWC(strength=True), "strength must be a finite number >= 0, got True"),
+    (lambda: forgetless.EWC(strength="1e3"), "strength must be a finite number >= 0, got '1e3'"),
+    (lambda: forgetless.L2(strength=float("inf")), "strength must be a finite number >= 0, got inf"),
+    (lambda: forgetless.OnlineEWC(decay=float("nan")), r"decay must be a number in \[0, 1\], got nan"),
+    (lambda: forgetless.OnlineEWC(estimator=None), "unknown Fisher estimator None"),
+    (lambda: forgetless.SI(damping=0), "damping must be a finite number > 0, got 0"),
+    (lambda: forgetless.MAS(importance_samples=3.0), "importance_samples must be an integer >= 1 or None, got 3.0"),
+])
+def test_constructors_refuse_wrong_types_and_ranges_at_once(make, message):
+    """EWC(fisher_samples=2.5) and EWC(seed=1.5) were accepted, then failed late (issue 15)."""
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_constructors_accept_numpy_integers_and_store_plain_ints():
+    import numpy as np
+
+    ewc = forgetless.EWC(strength=np.float32(2), fisher_samples=np.int64(5), seed=np.int64(3))
+    assert ewc.hyperparameters() == {"strength": 2.0, "estimator": "exact", "fisher_samples": 5, "seed": 3}
+    assert type(ewc.fisher_samples) is int and type(ewc.seed) is int

@@ -9,7 +9,7 @@ from torch import nn
 import forgetless
 from forgetless import SI
 
-from synthetic import old_task_accuracy
+from synthetic import lifecycle_steps, old_task_accuracy
 
 
 class TwoScalars(nn.Module):
@@ -132,14 +132,7 @@ def test_penalty_zero_before_first_consolidate_and_at_anchor():
 
 
 def _train_task(model, si, x, y, steps=30):
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    si.begin_task(model)
-    for _ in range(steps):
-        loss = nn.functional.cross_entropy(model(x), y) + si.penalty(model)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        si.after_step(model)
+    lifecycle_steps(si, model, x, y, steps=steps)
     si.consolidate(model)
 
 

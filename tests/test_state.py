@@ -15,6 +15,8 @@ from torch import nn
 import forgetless
 from forgetless import REGULARIZERS, StateFileError, state
 
+from synthetic import lifecycle_steps
+
 # name -> hyperparameters that differ from the defaults, so that a lost one shows
 NON_DEFAULT = {
     "l2": {"strength": 3.5},
@@ -35,16 +37,7 @@ def _task(seed, n=32):
 
 
 def _train(model, reg, data, steps=3):
-    """A few SGD steps through the full lifecycle (SI needs the path)."""
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    reg.begin_task(model)
-    x, y = data
-    for _ in range(steps):
-        loss = nn.functional.cross_entropy(model(x), y) + reg.penalty(model)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        reg.after_step(model)
+    lifecycle_steps(reg, model, *data, steps=steps)
 
 
 def _trained(name, tasks=2, finish=True):
@@ -304,7 +297,7 @@ def test_bad_hyperparameters(tmp_path, hp, expect):
     ("drop constant", "lacks ['constant']"),
     ("add foo", "unknown entries ['foo.weight']"),
     ("drop an anchor", "name different parameters"),
-    ("reshape an importance", "name different parameters or shapes"),
+    ("reshape an importance", "parameter '2.bias' has shape (4,) in 'importance' but (3,) in 'anchor'"),
     ("vector tasks_seen", "must be a scalar"),
     ("float tasks_seen", "integer >= 0"),
     ("negative tasks_seen", "integer >= 0"),
@@ -334,3 +327,35 @@ def test_import_forgetless_stays_light():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_load_to_a_device_this_machine_lacks_names_it_before_reading(tmp_path):
+    """It was a bare AssertionError from torch."""
+    path = forgetless.save(_trained("l2")[1], tmp_path / "l2.safetensors")
+    with pytest.raises(ValueError, match=r"^device='cuda' is not available on this machine \(") as info:
+        forgetless.load(path, device="cuda")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="device='nonsense' is not available"):
+        forgetless.load(tmp_path / "never-read.safetensors", device="nonsense")
+
+
+def test_save_into_a_missing_folder_names_that_folder_not_a_temporary_file(tmp_path):
+    reg = forgetless.L2()
+    target = tmp_path / "missing" / "l2.safetensors"
+    with pytest.raises(FileNotFoundError, match=f"^cannot save {target}: folder {target.parent} does not exist$"):
+        forgetless.save(reg, target)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(FileNotFoundError, match=r"does not exist \(it is a file\)$"):
+        forgetless.save(reg, tmp_path / "a-file" / "l2.safetensors")
+    assert sorted(os.listdir(tmp_path)) == ["a-file"]
+
+
+def test_a_write_error_names_the_file_asked_for(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "/some/.tmp-name")
+
+    monkeypatch.setattr(state.os, "open", refuse)
+    target = tmp_path / "l2.safetensors"
+    with pytest.raises(PermissionError, match=f"cannot save {target}: Permission denied$"):
+        forgetless.save(forgetless.L2(), target)

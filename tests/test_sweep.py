@@ -13,7 +13,7 @@ from forgetless.cli import main
 from forgetless.experiment import RunConfig
 from forgetless.sweep import SweepError, expand, parse_sweep
 
-from synthetic import write_mnist_dir
+from synthetic import other_data_allowed, write_mnist_dir  # noqa: F401  (other data, said so)
 
 SWEEP_TOML = """\
 description = "tiny test sweep"
@@ -325,7 +325,7 @@ def test_run_config_fields_are_the_sweep_keys():
     import dataclasses
 
     assert sweep.FIELDS == tuple(f.name for f in dataclasses.fields(RunConfig))
-    assert sweep.METHOD_SPECIFIC == {"strength", "decay", "damping", "estimator", "fisher_samples"}
+    assert sweep.METHOD_SPECIFIC == {"strength", "decay", "decay_in_penalty", "damping", "estimator", "fisher_samples"}
 
 
 def test_local_executor_reports_a_failing_job_and_finishes_the_others():

@@ -213,6 +213,10 @@ def _run_settings(args: argparse.Namespace, extra: dict) -> tuple[dict, bool]:
     auto = settings.get("strength") == "auto"
     if auto:
         del settings["strength"]
+        if settings.get("valid_fraction") == 0:  # refused before anything runs (runs.execute checks too)
+            from .runs import NO_VALIDATION
+
+            raise UsageError(NO_VALIDATION)
     return settings, auto
 
 

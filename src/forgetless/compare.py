@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .published import published
+from .published import SOURCES, published
 from .report import _pm, write_atomic, write_json
 
 
@@ -34,7 +34,7 @@ def compare_report(results: dict[str, dict[str, Any]]) -> str:
         strength = "" if r["strength"] is None else f"{r['strength']:g}"
         lines.append(f"| {r['method']} | {strength} | {r['seeds']} | {_pm(r['average_accuracy'])} | "
                      f"{_pm(r['average_forgetting'])} | {_pm(r['backward_transfer'])} | {fwt} | {ref} |")
-    lines += ["", "Published: van de Ven, Tuytelaars & Tolias 2019 (arXiv 1904.07734), where they report the cell."]
+    lines += ["", f"Published: {SOURCES['vandeven2019']}, mean over 20 runs, where the paper reports the cell."]
     return "\n".join(lines) + "\n"
 
 

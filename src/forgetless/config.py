@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import re
 import sys
 import types
 import typing
@@ -16,7 +18,11 @@ class ConfigError(ValueError):
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file into a dict."""
+    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file into a dict.
+
+    YAML is read as TOML is: a key given twice in one table is an error (PyYAML would keep the last
+    value), and ``1e-3`` is a number (PyYAML's YAML 1.1 rules need ``1.0e-3`` and read ``1e-3`` as text).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -29,9 +35,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
                 import tomli as tomllib
             content = tomllib.loads(text)
         elif path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            content = yaml.safe_load(text) or {}
+            content = _yaml_loads(text)
         else:
             raise ConfigError(f"config file {path}: use a .toml, .yaml or .yml file")
     except ConfigError:
@@ -41,6 +45,46 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if not isinstance(content, dict):
         raise ConfigError(f"config file {path} must hold a table of settings, not {type(content).__name__}")
     return content
+
+
+def _yaml_loads(text: str) -> Any:
+    import yaml
+
+    return yaml.load(text, Loader=_strict_yaml_loader()) or {}
+
+
+# YAML 1.2's floats: what 1.1 accepts plus exponents without a dot (1e-3, 5E+2); inf and nan as in 1.1.
+_YAML_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                              |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+                              |\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+                              |[-+]?\.(?:inf|Inf|INF)
+                              |\.(?:nan|NaN|NAN))$""", re.X)
+
+
+@functools.lru_cache(maxsize=None)
+def _strict_yaml_loader():
+    """A SafeLoader subclass (PyYAML's own loaders are left as they are) that refuses duplicate keys
+    and reads 1e-3 as a float. Built on first use: importing this module does not import yaml."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if key in seen:  # read_config_file adds the file's name
+                    raise ValueError(f"key {key!r} appears twice (lines {seen[key]} and {line}); keep one")
+                seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    # replace (not add to) the float resolver, so that the 1.1 rule does not see these first
+    StrictLoader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML_FLOAT, list("-+0123456789."))
+    return StrictLoader
 
 
 def _coerce(name: str, value: Any, annotation: Any) -> Any:

@@ -29,6 +29,14 @@ METHODS: tuple[str, ...] = ("naive", "joint", *REGULARIZERS)
 DEFAULT_STRENGTH = {"l2": 1.0, "ewc": 1000.0, "online-ewc": 1000.0, "si": 1.0, "mas": 1.0}
 
 
+# RunConfig fields that only some benchmarks take: (field, default, benchmarks).
+BENCHMARK_ONLY: tuple[tuple[str, Any, tuple[str, ...]], ...] = (
+    ("task_order", "fixed", ("split-mnist", "split-fashion")),
+    ("padding", 0, ("permuted-mnist",)),
+    ("permute_first", False, ("permuted-mnist",)),
+)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Every setting of a run; the resolved values are written to ``config.json`` before it starts."""
@@ -40,6 +48,7 @@ class RunConfig:
     strength: float | None = None       # λ (c for SI); None: the method's default
     strength_grid: tuple[float, ...] | None = None  # values `--strength auto` tries; None: the method's grid
     decay: float = 1.0                  # online EWC's γ
+    decay_in_penalty: bool = False      # online EWC: γ once more in the penalty (van de Ven & Tolias's λ as is)
     damping: float = 0.1                # SI's ξ
     estimator: str = "exact"            # Fisher estimator for EWC / online EWC
     fisher_samples: int | None = None   # None: all of the task's training data
@@ -49,7 +58,10 @@ class RunConfig:
     lr: float = 1e-3
     reset_optimizer: bool = True        # a fresh Adam per task; False: one Adam (and its moments) throughout
     n_tasks: int = 10                   # permuted MNIST only
-    valid_fraction: float = 0.1         # held out of each task's training data
+    valid_fraction: float = 0.1         # held out of each task's training data; 0: train on all, no validation
+    task_order: str = "fixed"           # split benchmarks: "vandeven2019" = their per-seed digit pairs
+    padding: int = 0                    # permuted MNIST: zeros around each image (2: their 32×32, 1024 inputs)
+    permute_first: bool = False         # permuted MNIST: permute task 1 too (their code, every seed but 0)
 
     def __post_init__(self) -> None:
         _choice("benchmark", self.benchmark, tuple(BENCHMARKS))
@@ -75,6 +87,10 @@ class RunConfig:
             raise ValueError(f"hidden must list layer widths >= 1, got {self.hidden}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        # A benchmark option set for a benchmark without it would be silently ignored: refuse it.
+        for name, default, benchmarks in BENCHMARK_ONLY:
+            if getattr(self, name) != default and self.benchmark not in benchmarks:
+                raise ValueError(f"{name} is an option of {' and '.join(benchmarks)} only, not {self.benchmark}")
 
     @property
     def resolved_strength(self) -> float | None:
@@ -85,7 +101,9 @@ class RunConfig:
     def benchmark_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"valid_fraction": self.valid_fraction}
         if self.benchmark == "permuted-mnist":
-            options["n_tasks"] = self.n_tasks
+            options |= {"n_tasks": self.n_tasks, "padding": self.padding, "permute_first": self.permute_first}
+        if self.benchmark in ("split-mnist", "split-fashion"):
+            options["task_order"] = self.task_order
         return options
 
     def resolved(self) -> dict[str, Any]:
@@ -185,6 +203,8 @@ def aggregate(runs: list[SeedRun]) -> dict[str, dict[str, float]]:
         values = np.array([m[name] for m in per_seed], dtype=float)
         std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
         out[name] = {"mean": float(values.mean()), "std": std}
+    # NaN (null in JSON) without a validation split (valid_fraction = 0): nothing was scored.
     valid = np.array([r.valid_matrix[-1].mean() for r in runs])
-    out["valid_average_accuracy"] = {"mean": float(valid.mean()), "std": float(valid.std(ddof=1)) if len(valid) > 1 else 0.0}
+    spread = float(valid.std(ddof=1)) if len(valid) > 1 else (0.0 if np.isfinite(valid).all() else math.nan)
+    out["valid_average_accuracy"] = {"mean": float(valid.mean()), "std": spread}
     return out

@@ -9,8 +9,10 @@ from torch import nn
 def mlp(input_size: int = 784, hidden: Sequence[int] = (128,), n_outputs: int = 5, dropout: float = 0.0) -> nn.Sequential:
     """Flatten → [Linear → ReLU → (Dropout)] per hidden layer → Linear logits.
 
-    The seed post's network is ``mlp(784, (128,), 5)``; van de Ven et al. 2019 use
-    ``(400, 400)`` on split MNIST and ``(1000, 1000)`` on permuted MNIST.
+    The seed post's network is ``mlp(784, (128,), 5)``; van de Ven & Tolias 2019 use
+    ``mlp(784, (400, 400), ·)`` on split MNIST and ``mlp(1024, (1000, 1000), 10)`` on permuted MNIST
+    (32×32 zero-padded inputs). ``nn.Linear``'s default initialisation, U(±1/√fan_in) for weights and
+    biases, is the one their code uses.
 
     Example:
         >>> mlp(784, (128,), 5)

@@ -17,21 +17,24 @@ def quadratic_penalty(
     """Σ over tensors of Σ weight · (param − anchor)², differentiable in ``params``.
 
     ``weight=None`` weighs every element 1 (the L2 anchor). The tensors named in ``anchor`` are
-    the ones penalized. When gradients are wanted, the backward pass reuses the weighted
-    difference w·(θ−θ*) kept from the forward pass (one saved tensor per parameter instead of
-    autograd's two, and a few kernels instead of a dozen); higher derivatives (``create_graph``)
-    and ``torch.func`` transforms get the same values through plain autograd.
+    the ones penalized; each must be in ``params`` with the anchor's shape (and ``weight``'s), else a
+    ``ValueError`` names it: nothing is broadcast. When gradients are wanted, the backward pass
+    reuses the weighted difference w·(θ−θ*) kept from the forward pass (one saved tensor per
+    parameter instead of autograd's two, and a few kernels instead of a dozen); higher derivatives
+    (``create_graph``), ``torch.func`` transforms and mixed dtypes or devices get the same values
+    through plain autograd.
 
     Example:
         >>> p = {"w": torch.tensor([1.0, 2.0])}
         >>> quadratic_penalty(p, {"w": torch.zeros(2)}, {"w": torch.tensor([1.0, 0.5])})
         tensor(3.)
+        >>> quadratic_penalty(p, {"w": torch.zeros(3)})
+        Traceback (most recent call last):
+        ...
+        ValueError: parameter 'w' has shape (2,) but the state for it has shape (3,): the model does not match the regularizer's state
     """
-    names = list(anchor)
-    thetas = [params[name] for name in names]
-    anchors = [anchor[name] for name in names]
-    weights = None if weight is None else [weight[name] for name in names]
-    if not _plain(thetas, anchors, weights):
+    thetas, anchors, weights, plain = _gather(params, anchor, weight)
+    if not plain:
         return _reference(thetas, anchors, weights)
     if torch.is_grad_enabled() and any(t.requires_grad for t in thetas):
         return _WeightedSquaredDistance.apply(anchors, weights, *thetas)
@@ -39,17 +42,34 @@ def quadratic_penalty(
         return _forward(thetas, anchors, weights)[0]
 
 
-def _plain(thetas: list[Tensor], anchors: list[Tensor], weights: list[Tensor] | None) -> bool:
-    """Same shapes, dtypes and devices throughout, and no torch.func transform running: the fast path."""
-    if not thetas or _functorch_active():
-        return False
-    others = anchors if weights is None else anchors + weights
-    n = len(thetas)
-    for i, other in enumerate(others):
-        theta = thetas[i % n]
-        if other.shape != theta.shape or other.dtype != theta.dtype or other.device != theta.device:
-            return False
-    return True
+def mismatch(name: str, param: Tensor | None, stored: Tensor) -> str | None:
+    """Why ``param`` (None: the model has none of that name) cannot pair with the state's ``stored``."""
+    if param is None:
+        return (f"the model has no parameter {name!r}, which the regularizer's state protects (parameters "
+                "are matched by name: is the state from another model?)")
+    if param.shape != stored.shape:
+        return (f"parameter {name!r} has shape {tuple(param.shape)} but the state for it has shape "
+                f"{tuple(stored.shape)}: the model does not match the regularizer's state")
+    return None
+
+
+def _gather(params, anchor, weight) -> tuple[list[Tensor], list[Tensor], list[Tensor] | None, bool]:
+    """θ, θ*, w in ``anchor``'s order, shapes checked, and whether the fast path applies: same dtypes
+    and devices throughout, and no torch.func transform running. One pass: the check costs nothing extra."""
+    thetas, anchors, weights = [], [], None if weight is None else []
+    plain = bool(anchor) and not _functorch_active()
+    for name, a in anchor.items():
+        theta, w = params.get(name), a if weight is None else weight.get(name)
+        if theta is None or w is None or theta.shape != a.shape or w.shape != a.shape:
+            missing_weight = f"the weights lack {name!r}, which the anchor has"
+            raise ValueError(mismatch(name, theta, a) or (missing_weight if w is None else mismatch(name, theta, w)))
+        if plain and not (a.dtype == theta.dtype == w.dtype and a.device == theta.device == w.device):
+            plain = False
+        thetas.append(theta)
+        anchors.append(a)
+        if weights is not None:
+            weights.append(w)
+    return thetas, anchors, weights, plain
 
 
 def _functorch_active() -> bool:
@@ -105,7 +125,7 @@ class _WeightedSquaredDistance(torch.autograd.Function):
 
 
 def _reference(thetas, anchors, weights) -> Tensor:
-    """Plain autograd, any broadcasting or dtype mix (and torch.func transforms)."""
+    """Plain autograd: any dtype or device mix, torch.func transforms, higher derivatives."""
     total = thetas[0].new_zeros(()) if thetas else torch.zeros(())
     for i, (theta, a) in enumerate(zip(thetas, anchors)):
         diff = theta - a
@@ -120,7 +140,8 @@ def merge_quadratic(
     """Fold ``new_weight · (θ − new_anchor)²`` into ``weight · (θ − anchor)²``.
 
     Returns ``(Ω, μ, c)`` with ``weight·(θ−anchor)² + new_weight·(θ−new_anchor)² ==
-    Ω·(θ−μ)² + c`` summed over elements, for every θ. Where Ω is 0 the anchor is kept.
+    Ω·(θ−μ)² + c`` summed over elements, for every θ. Where Ω is 0 the anchor is kept. The four
+    tensors must have one shape (a ``ValueError`` says which differ): nothing is broadcast.
 
     Example:
         >>> w, m, c = merge_quadratic(torch.tensor([1.0]), torch.tensor([0.0]),
@@ -128,6 +149,9 @@ def merge_quadratic(
         >>> w, m, c
         (tensor([2.]), tensor([1.]), tensor(2.))
     """
+    shapes = [tuple(t.shape) for t in (weight, anchor, new_weight, new_anchor)]
+    if len(set(shapes)) > 1:
+        raise ValueError(f"merge_quadratic: weight, anchor, new_weight, new_anchor must have one shape, got {shapes}")
     total = weight + new_weight
     safe = torch.where(total > 0, total, torch.ones_like(total))
     mean = torch.where(total > 0, (weight * anchor + new_weight * new_anchor) / safe, new_anchor)

@@ -26,6 +26,11 @@ STRENGTH_GRIDS: dict[str, tuple[float, ...]] = {
     "mas": tuple(10.0**k for k in range(-2, 5)),
     "l2": tuple(10.0**k for k in range(-3, 4)),
 }
+NO_VALIDATION = ("strength 'auto' chooses the strength on validation data, but valid_fraction = 0 holds none out: "
+                 "give the strength (e.g. --strength 1e6), or a valid_fraction > 0")
+SELECTION = "hyperparameters chosen on validation data held out of the training sets; accuracies are on the test sets"
+SELECTION_NONE = ("no validation split (valid_fraction = 0): trained on all training data with the hyperparameters "
+                  "given; accuracies are on the test sets")
 Progress = Callable[[str, int], Callable[[], None]]
 BenchmarkFactory = Callable[[int], Benchmark]
 
@@ -67,7 +72,14 @@ def execute(
     config: RunConfig, out: Path, make_bench: BenchmarkFactory, *, auto_strength: bool = False,
     progress: Progress | None = None, data_source: str = "",
 ) -> dict[str, Any]:
-    """Run every seed of ``config`` into ``out`` and write all files; returns the result."""
+    """Run every seed of ``config`` into ``out`` and write all files; returns the result.
+
+    Raises:
+        ValueError: ``auto_strength`` with ``valid_fraction = 0`` (no validation data to choose on).
+    """
+    search_needed = auto_strength and config.method in STRENGTH_GRIDS
+    if search_needed and config.valid_fraction == 0:
+        raise ValueError(NO_VALIDATION)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / INCOMPLETE, "This run has not finished (or was interrupted): its results are partial.\n")
     (out / "result.json").unlink(missing_ok=True)
@@ -76,7 +88,7 @@ def execute(
     requested = config.resolved()
     search = None
     runs: list[SeedRun] = []
-    if auto_strength and config.method in STRENGTH_GRIDS:
+    if search_needed:
         search, first = choose_strength(config, make_bench, progress)
         runs.append(first)
         config = dataclasses.replace(config, strength=search.best)
@@ -93,8 +105,7 @@ def execute(
         "mean_accuracy_matrix": np.mean([r.accuracy_matrix for r in runs], axis=0).tolist(),
         "std_accuracy_matrix": np.std([r.accuracy_matrix for r in runs], axis=0).tolist(),
         "strength_search": search.as_dict() if search else None,
-        "selection": "hyperparameters chosen on validation data held out of the training sets; "
-                     "accuracies are on the test sets",
+        "selection": SELECTION_NONE if config.valid_fraction == 0 else SELECTION,
         "data_source": data_source,
         "versions": versions(),
         "seconds": round(time.perf_counter() - start, 2),

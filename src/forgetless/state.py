@@ -53,7 +53,8 @@ def save(
     Args:
         regularizer: any regularizer whose class is in ``registry``, before or after ``consolidate``
             (mid-task SI state included).
-        path: the file to write (conventionally ``*.safetensors``); its folder must exist.
+        path: the file to write (conventionally ``*.safetensors``); its folder must exist (else a
+            ``FileNotFoundError`` names it).
         registry: name -> class; the name of ``type(regularizer)`` is what ``load`` looks up.
 
     Returns:
@@ -110,17 +111,21 @@ def load(
     Args:
         path: a file written by :func:`save`.
         device: where to put the state tensors (default: the CPU). Put them where the model's
-            parameters are, e.g. ``device="cuda"``, before calling ``penalty``.
+            parameters are, e.g. ``device="cuda"``, before calling ``penalty``; a device this
+            machine lacks is a ``ValueError`` naming it, before the file is read.
         registry: name -> class; only classes listed here can be built.
 
     Raises:
         FileNotFoundError: (and other ``OSError``) the file cannot be read.
         StateFileError: a ``ValueError`` with one line naming the file and what is wrong: not a
             safetensors file, truncated or damaged (digest mismatch), not written by :func:`save`, a
-            newer format version, an unknown regularizer, hyperparameters its class refuses, or
-            state entries that are unknown, missing or inconsistent.
+            newer format version, an unknown regularizer, hyperparameters its class refuses, or a
+            state its class refuses (:meth:`Regularizer.state_problem`, the check
+            ``load_state_dict`` makes too).
     """
     path = Path(path)
+    if device is not None:
+        device = _available(device)
     data = path.read_bytes()
 
     def fail(what: str) -> StateFileError:
@@ -160,13 +165,10 @@ def load(
         regularizer = cls(**kwargs)
     except (TypeError, ValueError) as err:
         raise fail(f"{cls.__name__} refuses the hyperparameters {kwargs} ({_one_line(err)})") from None
-    problem = _state_problem(cls, tensors)
+    problem = cls.state_problem(tensors)
     if problem:
         raise fail(f"{cls.__name__} state {problem}")
-    try:
-        regularizer.load_state_dict({k: v.to(device) if device is not None else v for k, v in tensors.items()})
-    except (ValueError, TypeError, RuntimeError) as err:
-        raise fail(_one_line(err)) from None
+    regularizer.load_state_dict({k: v.to(device) for k, v in tensors.items()} if device is not None else tensors)
     return regularizer
 
 
@@ -211,34 +213,20 @@ def _read_metadata(data: bytes, fail) -> dict[str, str]:
     return meta
 
 
-def _state_problem(cls: type[Regularizer], tensors: Mapping[str, Tensor]) -> str | None:
-    """What is wrong with ``tensors`` as a state of ``cls``, beyond ``load_state_dict``'s key check."""
-    expected = {"tasks_seen", *cls._scalar_keys}
-    unknown = sorted(k for k in tensors if k not in expected and k.split(".", 1)[0] not in cls._state_keys)
-    missing = sorted(expected - set(tensors))
-    if unknown or missing:
-        return f"has unknown entries {unknown[:5]} / lacks {missing}"
-    for key in expected:
-        if tensors[key].dim() != 0:
-            return f"entry {key!r} must be a scalar, got shape {tuple(tensors[key].shape)}"
-    seen = tensors["tasks_seen"]
-    if seen.is_floating_point() or seen.dtype == torch.bool or int(seen) < 0:
-        return f"entry 'tasks_seen' must be an integer >= 0, got {seen!r}"
-    # every non-empty group (importance, anchor, …) describes the same parameters with the same shapes
-    groups: dict[str, dict[str, tuple[int, ...]]] = {}
-    for k, v in tensors.items():
-        head, _, param = k.partition(".")
-        if head in cls._state_keys:
-            groups.setdefault(head, {})[param] = tuple(v.shape)
-    shapes = list(groups.values())
-    for head, group in groups.items():
-        if group != shapes[0]:
-            first = next(iter(groups))
-            return f"groups {first!r} and {head!r} name different parameters or shapes"
-    return None
+def _available(device: torch.device | str) -> torch.device:
+    """``device`` as a ``torch.device``, checked to exist here (e.g. "cuda" on a machine without CUDA)."""
+    try:
+        resolved = torch.device(device)
+        torch.empty(0, device=resolved)
+    except (RuntimeError, AssertionError, TypeError) as err:  # torch says "not compiled with CUDA" by assert
+        raise ValueError(f"device={device!r} is not available on this machine ({_one_line(err)})") from None
+    return resolved
 
 
 def _write_atomically(path: Path, payload: bytes) -> None:
+    if not path.parent.is_dir():  # else the error would name our temporary file, not the user's folder
+        raise FileNotFoundError(f"cannot save {path}: folder {path.parent} does not exist"
+                                + (" (it is a file)" if path.parent.exists() else ""))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         # os.open honours the umask (a NamedTemporaryFile would leave the file 0600)
@@ -248,6 +236,9 @@ def _write_atomically(path: Path, payload: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # e.g. permission denied: name the file asked for, not the temporary one
+        tmp.unlink(missing_ok=True)
+        raise type(err)(err.errno, f"cannot save {path}: {err.strerror or _one_line(err)}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

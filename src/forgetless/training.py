@@ -136,7 +136,14 @@ def train_task(
 def accuracy(model: nn.Module, data: Split, *, output_transform: OutputTransform | None = None, batch_size: int = 4096) -> float:
     """Fraction of ``data``'s targets predicted right (samples, or sequence positions), in eval mode.
 
-    The model's mode is restored afterwards. For sequences, ``batch_size`` counts tokens.
+    The model's mode is restored afterwards. For sequences, ``batch_size`` counts tokens. NaN when
+    nothing is scored (an empty split, e.g. the validation split of a run with ``valid_fraction=0``,
+    or only ignored positions): 0.0 would read as a measurement.
+
+    Example:
+        >>> model = nn.Linear(2, 2)
+        >>> accuracy(model, Split(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)))
+        nan
     """
     return _score(model, data, output_transform, batch_size, with_loss=False)[0]
 
@@ -147,7 +154,8 @@ def accuracy_and_loss(
 ) -> tuple[float, float]:
     """``(accuracy, mean cross-entropy per target in nats)`` of ``data`` in one pass, in eval mode.
 
-    For a language model the loss is per token and ``math.exp(loss)`` the perplexity.
+    Both NaN when nothing is scored (see :func:`accuracy`). For a language model the loss is per
+    token and ``math.exp(loss)`` the perplexity.
 
     Example:
         >>> model = nn.Linear(3, 2)
@@ -161,6 +169,8 @@ def accuracy_and_loss(
 
 
 def _score(model, data: Split, transform, batch_size: int, with_loss: bool) -> tuple[float, float]:
+    if len(data) == 0:
+        return math.nan, math.nan
     was_training = model.training
     model.eval()
     if data.y.dim() == 2:  # sequences: batch_size counts tokens
@@ -180,7 +190,9 @@ def _score(model, data: Split, transform, batch_size: int, with_loss: bool) -> t
                 total += int(scored.sum())
             if with_loss:
                 loss += float(_summed_loss(logits, y))
-        return correct / max(1, total), loss / max(1, total)
+        if total == 0:
+            return math.nan, math.nan
+        return correct / total, loss / total
     finally:
         model.train(was_training)
 

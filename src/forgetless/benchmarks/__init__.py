@@ -4,7 +4,7 @@ from .permuted import permuted_mnist, pixel_permutations
 from .registry import BENCHMARKS, benchmark_options, make_benchmark, required_dataset, supported_scenarios
 from .scenarios import SCENARIOS, SelectOutputs, eval_output_transform, task_output_transform
 from .seed_split import seed_split
-from .split import split_fashion, split_mnist
+from .split import TASK_ORDERS, class_order, split_fashion, split_mnist
 
 __all__ = [
     "BENCHMARKS",
@@ -12,8 +12,10 @@ __all__ = [
     "Benchmark",
     "SelectOutputs",
     "Split",
+    "TASK_ORDERS",
     "Task",
     "benchmark_options",
+    "class_order",
     "eval_output_transform",
     "make_benchmark",
     "permuted_mnist",

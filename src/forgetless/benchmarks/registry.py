@@ -89,7 +89,9 @@ def benchmark_options(name: str) -> dict[str, Any]:
 
     Example:
         >>> benchmark_options("permuted-mnist")
-        {'n_tasks': 10, 'valid_fraction': 0.1, 'permute_first': False}
+        {'n_tasks': 10, 'valid_fraction': 0.1, 'permute_first': False, 'padding': 0}
+        >>> benchmark_options("split-mnist")
+        {'valid_fraction': 0.1, 'task_order': 'fixed'}
     """
     parameters = inspect.signature(BENCHMARKS[_check_name(name)]).parameters.values()
     return {
@@ -117,7 +119,7 @@ def make_benchmark(name: str, data: ImageData, *, scenario: str, seed: int = 0, 
         >>> make_benchmark("split-mnist", data, scenario="domain", n_tasks=2)
         Traceback (most recent call last):
         ...
-        ValueError: unknown option for split-mnist: n_tasks; valid options: valid_fraction
+        ValueError: unknown option for split-mnist: n_tasks; valid options: valid_fraction, task_order
     """
     _check_name(name)
     check_scenario(scenario)

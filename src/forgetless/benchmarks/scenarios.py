@@ -1,4 +1,5 @@
-"""The three continual-learning scenarios of van de Ven, Tuytelaars & Tolias (2019).
+"""The three continual-learning scenarios of van de Ven & Tolias 2019 ("Three scenarios for continual
+learning", arXiv 1904.07734).
 
 One rule holds in every scenario and every benchmark::
 
@@ -22,7 +23,7 @@ scenario    ``n_outputs``        ``Task.outputs`` of task t   ``Split.y``      t
 - **domain** (Domain-IL): no task identity; one head of C units shared by all tasks (split MNIST:
   odd vs even, y = digit % 2; permuted MNIST: y = digit).
 - **class** (Class-IL): no task identity; one head that grows with the classes seen. Task t's
-  outputs are *all units seen so far* (van de Ven's "active classes"); y is the global class
+  outputs are *all units seen so far* (van de Ven & Tolias's "active classes"); y is the global class
   index, which lies inside that range, so ``outputs[y] == y``.
 
 Training on task t uses ``task_output_transform(task_t, scenario)``. Evaluating task k after

@@ -7,11 +7,14 @@ from __future__ import annotations
 import torch
 
 from ..data import ImageData
-from .base import Benchmark, Split, Task, select, split_train_valid, to_inputs
+from .base import Benchmark, Split, Task, labels_tensor, select, split_train_valid, to_inputs
 
 
 def seed_split(data: ImageData, *, seed: int = 0, valid_fraction: float = 0.1) -> Benchmark:
     """Build the two tasks from MNIST; the validation split is held out of each task's training data.
+
+    Raises:
+        ValueError: labels outside 0..9 (they would be targets beyond the 5-way head).
 
     Example:
         >>> import numpy as np
@@ -24,8 +27,9 @@ def seed_split(data: ImageData, *, seed: int = 0, valid_fraction: float = 0.1) -
         [0, 1, 2, 3, 4]
     """
     generator = torch.Generator().manual_seed(seed)
-    train_x, train_digits = to_inputs(data.train_images), torch.as_tensor(data.train_labels, dtype=torch.long)
-    test_x, test_digits = to_inputs(data.test_images), torch.as_tensor(data.test_labels, dtype=torch.long)
+    train_digits = labels_tensor(data.train_labels, data.source)
+    test_digits = labels_tensor(data.test_labels, data.source)
+    train_x, test_x = to_inputs(data.train_images), to_inputs(data.test_images)
     tasks = []
     for name, parity in (("A", 0), ("B", 1)):
         def keep(d: torch.Tensor, parity: int = parity) -> torch.Tensor:

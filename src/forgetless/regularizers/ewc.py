@@ -12,7 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from ..quadratic import merge_quadratic, quadratic_penalty
-from .base import Batches, OutputTransform, Regularizer, check_strength, snapshot, trainable_parameters
+from .base import Batches, OutputTransform, Regularizer, model_parameters, snapshot
+from .options import check_seed, check_strength
 from .task_fisher import check_fisher_options, task_fisher
 
 
@@ -46,6 +47,8 @@ class EWC(Regularizer):
     name = "ewc"
     _state_keys = ("importance", "anchor")
     _scalar_keys = ("constant",)
+    _consolidated_keys = ("anchor", "importance")
+    _nonnegative_keys = ("importance", "constant")  # a Fisher, and Σ F (θ_t − μ)²
 
     def __init__(
         self,
@@ -56,11 +59,9 @@ class EWC(Regularizer):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        check_fisher_options(estimator, fisher_samples)
         self.strength = check_strength("strength", strength)
-        self.estimator = estimator
-        self.fisher_samples = fisher_samples
-        self.seed = seed
+        self.estimator, self.fisher_samples = check_fisher_options(estimator, fisher_samples)
+        self.seed = check_seed("seed", seed)
         # Ω = Σ_t F_t, μ = Ω-weighted mean of the anchors, c = what is left of the per-task terms.
         self.importance: dict[str, Tensor] = {}
         self.anchor: dict[str, Tensor] = {}
@@ -69,27 +70,28 @@ class EWC(Regularizer):
     def penalty(self, model: nn.Module) -> Tensor:
         if self.tasks_seen == 0:
             return self._zero(model)
-        quad = quadratic_penalty(trainable_parameters(model), self.anchor, self.importance)
+        quad = quadratic_penalty(model_parameters(model), self.anchor, self.importance)
         return 0.5 * self.strength * (quad + self.constant.to(quad.device))
 
     def consolidate(
         self, model: nn.Module, data: Batches | None = None, *, output_transform: OutputTransform | None = None
     ) -> None:
+        self._check_model(model)
         fisher = task_fisher(
             "EWC", model, data, estimator=self.estimator, fisher_samples=self.fisher_samples,
             seed=self.seed, task_index=self.tasks_seen, output_transform=output_transform,
         )
         theta = snapshot(model)
-        if self.tasks_seen == 0:
-            self.importance, self.anchor = fisher, theta
-        else:
-            constant = self.constant
-            for name in fisher:
-                self.importance[name], self.anchor[name], c = merge_quadratic(
-                    self.importance[name], self.anchor[name], fisher[name], theta[name]
-                )
-                constant = constant + c.cpu()
-            self.constant = constant
+        constant = self.constant
+        for name in fisher:
+            if name not in self.importance:  # first task, or a parameter new since: nothing to fold into
+                self.importance[name], self.anchor[name] = fisher[name], theta[name]
+                continue
+            self.importance[name], self.anchor[name], c = merge_quadratic(
+                self.importance[name], self.anchor[name], fisher[name], theta[name]
+            )
+            constant = constant + c.cpu()
+        self.constant = constant
         self.tasks_seen += 1
 
     def hyperparameters(self) -> dict[str, Any]:

@@ -10,7 +10,8 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..quadratic import quadratic_penalty
-from .base import Batches, OutputTransform, Regularizer, check_strength, snapshot, trainable_parameters
+from .base import Batches, OutputTransform, Regularizer, model_parameters, snapshot
+from .options import check_strength
 
 
 class L2(Regularizer):
@@ -33,6 +34,7 @@ class L2(Regularizer):
 
     name = "l2"
     _state_keys = ("anchor",)
+    _consolidated_keys = ("anchor",)
 
     def __init__(self, strength: float = 1.0) -> None:
         super().__init__()
@@ -42,12 +44,13 @@ class L2(Regularizer):
     def penalty(self, model: nn.Module) -> Tensor:
         if self.tasks_seen == 0:
             return self._zero(model)
-        return 0.5 * self.strength * quadratic_penalty(trainable_parameters(model), self.anchor)
+        return 0.5 * self.strength * quadratic_penalty(model_parameters(model), self.anchor)
 
     def consolidate(
         self, model: nn.Module, data: Batches | None = None, *, output_transform: OutputTransform | None = None
     ) -> None:
-        self.anchor = snapshot(model)
+        self._check_model(model)
+        self.anchor = {**self.anchor, **snapshot(model)}  # a frozen parameter keeps its anchor
         self.tasks_seen += 1
 
     def hyperparameters(self) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from ..per_sample import output_norm_sensitivity
 from ..quadratic import quadratic_penalty
-from .base import Batches, OutputTransform, Regularizer, check_strength, snapshot, trainable_parameters
+from .base import Batches, OutputTransform, Regularizer, add_per_parameter, model_parameters, snapshot
+from .options import check_count, check_strength
 
 
 class MAS(Regularizer):
@@ -49,34 +50,32 @@ class MAS(Regularizer):
 
     name = "mas"
     _state_keys = ("importance", "anchor")
+    _consolidated_keys = ("anchor", "importance")
+    _nonnegative_keys = ("importance",)  # a mean of absolute values
 
     def __init__(self, strength: float = 1.0, *, importance_samples: int | None = None) -> None:
         super().__init__()
-        if importance_samples is not None and importance_samples < 1:
-            raise ValueError(f"importance_samples must be >= 1 or None, got {importance_samples}")
         self.strength = check_strength("strength", strength)
-        self.importance_samples = importance_samples
+        self.importance_samples = check_count("importance_samples", importance_samples)
         self.importance: dict[str, Tensor] = {}  # Ω, summed over tasks
         self.anchor: dict[str, Tensor] = {}      # θ* after the latest task
 
     def penalty(self, model: nn.Module) -> Tensor:
         if self.tasks_seen == 0:
             return self._zero(model)
-        return self.strength * quadratic_penalty(trainable_parameters(model), self.anchor, self.importance)
+        return self.strength * quadratic_penalty(model_parameters(model), self.anchor, self.importance)
 
     def consolidate(
         self, model: nn.Module, data: Batches | None = None, *, output_transform: OutputTransform | None = None
     ) -> None:
         if data is None:
             raise ValueError("MAS.consolidate needs the task's inputs to measure the output's sensitivity")
+        self._check_model(model)
         new = output_norm_sensitivity(
             model, data, output_transform=output_transform, max_samples=self.importance_samples
         )
-        if self.tasks_seen == 0:
-            self.importance = new
-        else:
-            self.importance = {name: self.importance[name] + new[name] for name in new}
-        self.anchor = snapshot(model)
+        self.importance = add_per_parameter(self.importance, new)
+        self.anchor = {**self.anchor, **snapshot(model)}
         self.tasks_seen += 1
 
     def hyperparameters(self) -> dict[str, Any]:

@@ -5,14 +5,17 @@ change it made, a running estimate of how much parameter i lowered the loss. At 
 task Ω_i += ω_i / ((θ_i(end) − θ_i(start))² + ξ) and θ* ← θ(end); later tasks add
 c·Σ_i Ω_i (θ_i − θ*_i)².
 
-Conventions (those of van de Ven et al.'s reference code, ``continual-learning``):
+Conventions (those of van de Ven & Tolias's code for arXiv 1904.07734, ``continual-learning`` @86802a8,
+``continual_learner.py`` and ``train.py``; ξ = 0.1 there too):
 
 - the penalty is c·Σ Ω (θ−θ*)², no ½, as in Zenke et al.'s surrogate loss; c·Ω plays the role of
   EWC's (λ/2)·F, so ``strength`` values do not carry over between the two;
 - g is the parameter's ``.grad`` when ``after_step`` runs (and ``before_step``, if called), i.e. the gradient of whatever was
   backpropagated (with the usual loop, task loss + SI penalty). Zenke et al.'s code uses the
   gradient of the task loss alone;
-- Ω is not clipped at 0 (Zenke et al.'s code applies a ReLU; van de Ven's does not).
+- Ω is not clipped at 0 (Zenke et al.'s code applies a ReLU; van de Ven & Tolias's does not): a parameter
+  whose steps raised the loss on balance gets a negative Ω, so a saved SI state may hold negative
+  importances (finite ones: NaN or ±inf is refused when a state is loaded, as for every method).
 
 Memory. Between tasks SI keeps Ω and θ* (2x the parameters); during a task also ω. Δθ needs θ before
 each step: with ``before_step`` called before every ``optimizer.step()`` (as
@@ -28,8 +31,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..quadratic import quadratic_penalty
-from .base import Batches, OutputTransform, Regularizer, check_strength, snapshot, trainable_parameters
+from ..quadratic import mismatch, quadratic_penalty
+from .base import (Batches, OutputTransform, Regularizer, add_per_parameter, model_parameters, snapshot,
+                   trainable_parameters)
+from .options import check_number, check_strength
 
 _NOT_STARTED = "SI needs the start of each task's path: call si.begin_task(model) before each task"
 _MIXED = ("SI does not know θ before this step: call si.before_step(model) before every optimizer.step() "
@@ -64,14 +69,15 @@ class SI(Regularizer):
 
     name = "si"
     _state_keys = ("importance", "anchor", "path", "start", "previous")
+    _consolidated_keys = ("anchor", "importance")  # Ω may be negative: none is >= 0 by construction
 
     def __init__(self, strength: float = 1.0, *, damping: float = 0.1) -> None:
         super().__init__()
         self.strength = check_strength("strength", strength)
         # ξ exists to bound Ω where θ(end) ≈ θ(start); ξ = 0 gives 0/0 for a parameter that never moved.
-        if not check_strength("damping", damping) > 0:
-            raise ValueError(f"damping must be > 0, got {damping!r}")
-        self.damping = float(damping)
+        self.damping = check_number("damping", damping, low=0.0, what="a finite number > 0")
+        if self.damping == 0:
+            raise ValueError(f"damping must be a finite number > 0, got {damping!r}")
         self.importance: dict[str, Tensor] = {}  # Ω, summed over finished tasks
         self.anchor: dict[str, Tensor] = {}      # θ* after the latest task
         # The current task's path; empty outside a task, so the state can be saved mid-task too.
@@ -82,9 +88,10 @@ class SI(Regularizer):
         self._stepping = False                   # before_step ran, after_step has not yet
 
     def begin_task(self, model: nn.Module) -> None:
+        self._check_model(model, "begin_task")
         theta = snapshot(model)
         # A task usually starts where the previous one ended, at the anchor: shared, not copied.
-        at_anchor = self.anchor.keys() == theta.keys() and all(torch.equal(self.anchor[n], t) for n, t in theta.items())
+        at_anchor = all(n in self.anchor and torch.equal(self.anchor[n], t) for n, t in theta.items())
         self.start = {} if at_anchor else theta
         self.previous, self._at_start, self._stepping = {}, True, False
         self.path = {name: torch.zeros_like(t) for name, t in theta.items()}
@@ -92,7 +99,7 @@ class SI(Regularizer):
     def penalty(self, model: nn.Module) -> Tensor:
         if self.tasks_seen == 0:
             return self._zero(model)
-        return self.strength * quadratic_penalty(trainable_parameters(model), self.anchor, self.importance)
+        return self.strength * quadratic_penalty(model_parameters(model), self.anchor, self.importance)
 
     @torch.no_grad()
     def before_step(self, model: nn.Module) -> None:
@@ -102,7 +109,7 @@ class SI(Regularizer):
             raise RuntimeError("si.before_step ran twice without si.after_step in between")
         for name, param in trainable_parameters(model).items():
             if param.grad is not None:  # ω += g·θ(before); after_step subtracts g·θ(after)
-                self.path[name].addcmul_(param.grad, param)
+                self._path_of(name, param).addcmul_(param.grad, param)
         self._stepping = True
 
     @torch.no_grad()
@@ -115,13 +122,24 @@ class SI(Regularizer):
         for name, param in params.items():
             # A parameter without a gradient took no gradient step: it adds nothing to the path.
             if param.grad is not None:  # with before_step, g·θ(before) is already in ω
-                self.path[name].addcmul_(param.grad, param if with_before else param - before[name], value=-1.0)
+                self._path_of(name, param).addcmul_(param.grad, param if with_before else param - before[name],
+                                                    value=-1.0)
         self._stepping = self._at_start = False
         if self.previous:
             for name, param in params.items():
                 self.previous[name].copy_(param)
         elif not with_before:  # steps come without before_step: keep θ from now on (4x)
             self.previous = snapshot(model)
+
+    def _path_of(self, name: str, param: Tensor) -> Tensor:
+        """ω of ``name``, checked against the model (a state loaded mid-task may be another model's)."""
+        omega = self.path.get(name)
+        if omega is None:
+            raise ValueError(f"SI: parameter {name!r} is not on this task's path (trainable only since "
+                             "si.begin_task?); call si.begin_task(model) after changing the model")
+        if omega.shape != param.shape:
+            raise ValueError(f"SI: {mismatch(name, param, omega)}")
+        return omega
 
     def _theta_before_step(self) -> dict[str, Tensor]:
         if self.previous:
@@ -135,12 +153,13 @@ class SI(Regularizer):
     ) -> None:
         if not self.path:
             raise RuntimeError(_NOT_STARTED)
+        self._check_model(model)
         start = self.start or self.anchor
         theta = snapshot(model)
-        for name, end in theta.items():
-            omega = self.path[name] / ((end - start[name]) ** 2 + self.damping)
-            self.importance[name] = self.importance[name] + omega if name in self.importance else omega
-        self.anchor = theta
+        omegas = {name: self._path_of(name, end) / ((end - start[name]) ** 2 + self.damping)
+                  for name, end in theta.items()}
+        self.importance = add_per_parameter(self.importance, omegas)
+        self.anchor = {**self.anchor, **theta}  # a frozen parameter keeps its anchor
         self.path, self.start, self.previous = {}, {}, {}
         self._at_start, self._stepping = True, False
         self.tasks_seen += 1

@@ -6,13 +6,14 @@ from torch import Tensor, nn
 
 from ..fisher import ESTIMATORS, fisher_diagonal
 from .base import Batches, OutputTransform
+from .options import check_count
 
 
-def check_fisher_options(estimator: str, fisher_samples: int | None) -> None:
-    if estimator not in ESTIMATORS:
+def check_fisher_options(estimator: object, fisher_samples: object) -> tuple[str, int | None]:
+    """``(estimator, fisher_samples)`` checked: a known estimator's name, and a count or None."""
+    if not isinstance(estimator, str) or estimator not in ESTIMATORS:
         raise ValueError(f"unknown Fisher estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
-    if fisher_samples is not None and fisher_samples < 1:
-        raise ValueError(f"fisher_samples must be >= 1 or None, got {fisher_samples}")
+    return estimator, check_count("fisher_samples", fisher_samples)
 
 
 def task_fisher(
