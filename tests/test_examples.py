@@ -16,6 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_LIGHTNING = importlib.util.find_spec("lightning") is not None
+HAS_PEFT = all(importlib.util.find_spec(m) is not None for m in ("transformers", "peft"))
 
 
 def start(name: str, *args: str) -> subprocess.Popen:
@@ -44,6 +45,8 @@ def runs(tmp_path_factory):
     }
     if HAS_LIGHTNING:
         started["lightning"] = start("lightning_callback.py", "--epochs", "2", "--out", str(folder / "lightning"))
+    if HAS_PEFT:
+        started["huggingface"] = start("huggingface_lora.py", "--out", str(folder / "huggingface"))
     yield folder, started
     for process in started.values():
         if process.poll() is None:
@@ -76,3 +79,17 @@ def test_lightning_callback(runs):
     assert "after task 2: task 1 " in out and "EWC tasks consolidated: 2" in out, out
     assert "identical: True" in out, out
     assert (folder / "lightning" / "after-task-2.ckpt").is_file()
+
+
+@pytest.mark.skipif(not HAS_PEFT, reason="needs forgetless[transformers] and peft")
+def test_huggingface_trainer_with_lora(runs):
+    folder, started = runs
+    out = finish(started["huggingface"])
+    match = re.search(r"prose loss: before fine-tuning ([\d.]+); after, naive ([\d.]+), with EWC ([\d.]+)", out)
+    assert match, out
+    before, naive, with_ewc = map(float, match.groups())
+    assert naive > before + 0.04 and with_ewc < naive - 0.03, out   # naive forgets prose, EWC much less
+    match = re.search(r"EWC protects (\d+) parameters: the adapters' (\d+)", out)
+    assert match and match.group(1) == match.group(2), out
+    assert re.search(r"checkpoint-\d+/forgetless-regularizer.safetensors: EWC\(strength=1000.0, .*\), 1 task", out), out
+    assert (folder / "huggingface" / "ewc").is_dir()

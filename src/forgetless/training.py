@@ -2,6 +2,12 @@
 
 It is what a user would write: task loss + ``reg.penalty(model)``, ``reg.before_step`` and
 ``reg.after_step`` around each step, ``reg.consolidate`` at the end of the task (done by the caller, who owns the sequence).
+
+Two kinds of targets (see :class:`~forgetless.benchmarks.base.Split`): one class per sample (logits
+(N, C), targets (N,)) or one per position of a sequence (logits (N, T, C), targets (N, T), -100 =
+no target). For sequences the loss is the mean cross-entropy over the target positions of the batch
+(every token weighs the same, as in language-model training), accuracy is next-token accuracy over
+those positions, and :func:`accuracy_and_loss` gives the mean loss per token (perplexity = e^loss).
 """
 from __future__ import annotations
 
@@ -13,7 +19,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .benchmarks.base import Split
+from .fisher import IGNORE_INDEX
 from .regularizers.base import OutputTransform, Regularizer
+
+
+IGNORE = IGNORE_INDEX  # a sequence target that is not scored (padding), as in F.cross_entropy and Hugging Face
 
 
 class TrainingError(RuntimeError):
@@ -30,6 +40,30 @@ def adam(model: nn.Module, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     except (RuntimeError, TypeError):  # older torch, or a device without the fused kernel
         return torch.optim.Adam(model.parameters(), lr=lr)
+
+
+def task_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Mean cross-entropy: per sample for (N, C) logits, per target position for (N, T, C) ones.
+
+    Example:
+        >>> z = torch.zeros(2, 3, 4); y = torch.tensor([[0, 1, -100], [2, 3, -100]])
+        >>> round(float(task_loss(z, y)), 4) == round(math.log(4), 4)   # 4 scored positions, uniform
+        True
+    """
+    if logits.dim() == 3:
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE)
+    return F.cross_entropy(logits, y)
+
+
+def _summed_loss(logits: Tensor, y: Tensor) -> Tensor:
+    if logits.dim() == 3:
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum")
+    return F.cross_entropy(logits, y, reduction="sum")
+
+
+def _n_targets(y: Tensor) -> int:
+    """How many targets a batch scores: its samples, or its non-ignored positions."""
+    return len(y) if y.dim() == 1 else max(1, int((y != IGNORE).sum()))
 
 
 def minibatches(split: Split, batch_size: int, generator: torch.Generator | None = None) -> Iterator[tuple[Tensor, Tensor]]:
@@ -77,8 +111,8 @@ def train_task(
         logits = model(x)
         if output_transform is not None:
             logits = output_transform(logits)
-        task_loss = _cross_entropy(logits, y)
-        loss = task_loss if regularizer is None else task_loss + regularizer.penalty(model)
+        data_loss = task_loss(logits, y)
+        loss = data_loss if regularizer is None else data_loss + regularizer.penalty(model)
         if not torch.isfinite(loss):
             epoch = step // steps_per_epoch + 1
             raise TrainingError(
@@ -92,44 +126,74 @@ def train_task(
         optimizer.step()
         if regularizer is not None:
             regularizer.after_step(model)
-        recent.append(float(task_loss.detach()))
+        recent.append(float(data_loss.detach()))
         del recent[:-50]
         if on_step is not None:
             on_step()
     return sum(recent) / max(1, len(recent))
 
 
-def _cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
-    # (N, C) logits, or (N, T, C) with one target per position (-100: not counted): the mean over targets
-    return F.cross_entropy(logits.flatten(0, -2), y.flatten())
-
-
 @torch.no_grad()
 def accuracy(model: nn.Module, data: Split, *, output_transform: OutputTransform | None = None, batch_size: int = 4096) -> float:
-    """Fraction of ``data``'s targets predicted right (argmax of the last dimension: a class per sample,
-    or one per position of (N, T, C) outputs, where a target of -100 does not count), in eval mode
-    (mode restored afterwards).
+    """Fraction of ``data``'s targets predicted right (samples, or sequence positions), in eval mode.
 
-    NaN when there is nothing to score (e.g. the empty validation split of a run with
-    ``valid_fraction=0``): 0.0 would read as a measurement.
+    The model's mode is restored afterwards. For sequences, ``batch_size`` counts tokens. NaN when
+    nothing is scored (an empty split, e.g. the validation split of a run with ``valid_fraction=0``,
+    or only ignored positions): 0.0 would read as a measurement.
 
     Example:
         >>> model = nn.Linear(2, 2)
         >>> accuracy(model, Split(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)))
         nan
     """
+    return _score(model, data, output_transform, batch_size, with_loss=False)[0]
+
+
+@torch.no_grad()
+def accuracy_and_loss(
+    model: nn.Module, data: Split, *, output_transform: OutputTransform | None = None, batch_size: int = 4096
+) -> tuple[float, float]:
+    """``(accuracy, mean cross-entropy per target in nats)`` of ``data`` in one pass, in eval mode.
+
+    Both NaN when nothing is scored (see :func:`accuracy`). For a language model the loss is per
+    token and ``math.exp(loss)`` the perplexity.
+
+    Example:
+        >>> model = nn.Linear(3, 2)
+        >>> with torch.no_grad():
+        ...     _ = model.weight.zero_(); _ = model.bias.copy_(torch.tensor([1.0, 0.0]))
+        >>> acc, loss = accuracy_and_loss(model, Split(torch.zeros(4, 3), torch.tensor([0, 0, 0, 1])))
+        >>> acc, round(loss, 4), round(3 / 4 * math.log(1 + math.exp(-1)) + 1 / 4 * math.log(1 + math.exp(1)), 4)
+        (0.75, 0.5633, 0.5633)
+    """
+    return _score(model, data, output_transform, batch_size, with_loss=True)
+
+
+def _score(model, data: Split, transform, batch_size: int, with_loss: bool) -> tuple[float, float]:
+    if len(data) == 0:
+        return math.nan, math.nan
     was_training = model.training
     model.eval()
+    if data.y.dim() == 2:  # sequences: batch_size counts tokens
+        batch_size = max(1, batch_size // max(1, data.y.shape[1]))
     try:
-        correct = counted = 0
+        correct, total, loss = 0, 0, 0.0
         for x, y in minibatches(data, batch_size):
             logits = model(x)
-            if output_transform is not None:
-                logits = output_transform(logits)
-            counts = y != -100
-            correct += int(((logits.argmax(dim=-1) == y) & counts).sum())
-            counted += int(counts.sum())
-        return correct / counted if counted else math.nan
+            if transform is not None:
+                logits = transform(logits)
+            if y.dim() == 1:
+                correct += int((logits.argmax(dim=1) == y).sum())
+                total += len(y)
+            else:
+                scored = y != IGNORE
+                correct += int(((logits.argmax(dim=-1) == y) & scored).sum())
+                total += int(scored.sum())
+            if with_loss:
+                loss += float(_summed_loss(logits, y))
+        if total == 0:
+            return math.nan, math.nan
+        return correct / total, loss / total
     finally:
         model.train(was_training)
 
@@ -148,7 +212,8 @@ def train_joint(
     """Train on the union of several tasks at once, each sample under its own task's output transform.
 
     Mini-batches are drawn from the union; the loss is the mean over the batch of each sample's
-    cross-entropy on its own task's outputs (what Task-IL needs; Domain/Class-IL pass one transform).
+    cross-entropy on its own task's outputs (what Task-IL needs; Domain/Class-IL pass one transform);
+    for sequences, the mean over the batch's scored positions.
     """
     model.train()
     union = Split(torch.cat([s.x for s, _ in parts]), torch.cat([s.y for s, _ in parts]))
@@ -165,8 +230,8 @@ def train_joint(
             mine = task_of == i
             if mine.any():
                 z = logits[mine] if transform is None else transform(logits[mine])
-                loss = loss + F.cross_entropy(z, y[mine], reduction="sum")
-        loss = loss / len(idx)
+                loss = loss + _summed_loss(z, y[mine])
+        loss = loss / _n_targets(y)  # samples, or scored positions of sequences
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"{label}: the loss became {float(loss.detach())} at epoch {step // steps_per_epoch + 1} "

@@ -1,8 +1,8 @@
 """Plain data: no hidden "current task" counter, nothing advances when you read it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -11,7 +11,13 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Split:
-    """Inputs (float32, N×D, pixels in [0, 1]; D = 784 for 28×28 images) and targets (int64 indices into the task's outputs)."""
+    """Inputs and targets of one split, first dimension = samples.
+
+    Images: x float32 (N, D), pixels in [0, 1] (D = 784 for 28×28 images); y int64 (N,), indices
+    into the task's outputs.
+    Sequences (``prose-code``): x int64 (N, T) byte windows; y int64 (N, T), the next byte at each
+    position (-100 = no target there, as in PyTorch's and Hugging Face's cross-entropy).
+    """
 
     x: Tensor
     y: Tensor
@@ -42,12 +48,17 @@ class Task:
 
 @dataclass(frozen=True)
 class Benchmark:
-    """A named sequence of tasks; ``n_outputs`` is the width of the network's output layer."""
+    """A named sequence of tasks; ``n_outputs`` is the width of the network's output layer.
+
+    ``info`` holds plain-JSON facts a result must record to say what it ran on (e.g. ``prose-code``'s
+    text fingerprints); empty for benchmarks whose data is fixed by a checksum elsewhere.
+    """
 
     name: str
     tasks: tuple[Task, ...]
     n_outputs: int
     scenario: str
+    info: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 N_CLASSES = 10  # the data sets' labels: MNIST's digits, Fashion-MNIST's ten kinds of clothing

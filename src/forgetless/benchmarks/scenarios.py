@@ -90,7 +90,7 @@ def target_offset(scenario: str, task_index: int, classes_per_task: int) -> int:
 
 @dataclass(frozen=True)
 class SelectOutputs:
-    """``logits ↦ logits[:, outputs]``: keep a task's active units, in order.
+    """``logits ↦ logits[..., outputs]``: keep a task's active units (the last dimension), in order.
 
     A small dataclass rather than a lambda so that it has a readable repr (it goes into results),
     compares by value and pickles. Contiguous outputs (all of ours) are taken as a view.
@@ -110,8 +110,8 @@ class SelectOutputs:
     def __call__(self, logits: Tensor) -> Tensor:
         first, last = self.outputs[0], self.outputs[-1]
         if self.outputs == tuple(range(first, last + 1)):
-            return logits[:, first : last + 1]
-        return logits[:, list(self.outputs)]
+            return logits[..., first : last + 1]
+        return logits[..., list(self.outputs)]
 
 
 def task_output_transform(task: Task, scenario: str) -> SelectOutputs | None:

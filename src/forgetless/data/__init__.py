@@ -1,4 +1,4 @@
-"""Offline-first MNIST and Fashion-MNIST loading.
+"""Offline-first MNIST and Fashion-MNIST loading; the prose-code texts from the standard library.
 
 Every failure raises :class:`DataError` with a one-line message saying what is wrong and how to
 fix it. Nothing touches the network unless ``load_mnist(download=True)`` is called. A data folder
@@ -18,13 +18,16 @@ from .fashion import load_fashion_mnist
 from .identity import FASHION_MNIST_IDX_SHA256, MNIST_IDX_SHA256, check_identity, identify
 from .idx import encode_idx, load_idx_dir, load_idx_pair, read_idx, write_idx
 from .mnist import load_mnist
+from .text import CODE_FILES, TextCorpus, load_prose_code
 
 __all__ = [
+    "CODE_FILES",
     "DEFAULT_MIRRORS",
     "DataError",
     "FASHION_MNIST_IDX_SHA256",
     "ImageData",
     "MNIST_IDX_SHA256",
+    "TextCorpus",
     "download_mnist",
     "check_identity",
     "encode_idx",
@@ -33,6 +36,7 @@ __all__ = [
     "load_idx_dir",
     "load_idx_pair",
     "load_mnist",
+    "load_prose_code",
     "read_idx",
     "resolve_cache_dir",
     "write_idx",

@@ -28,7 +28,7 @@ class L2(Regularizer):
         >>> l2.consolidate(model)
         >>> with torch.no_grad():
         ...     _ = model.weight.add_(1.0)
-        >>> float(l2.penalty(model).detach())    # (2/2) * (1² + 1²)
+        >>> round(float(l2.penalty(model).detach()), 4)    # (2/2) * (1² + 1²); θ+1−θ rounds in float32
         2.0
     """
 
