@@ -43,6 +43,7 @@ class SeedRun:
     valid_matrix: np.ndarray         # validation, same layout
     baseline: np.ndarray             # test accuracy of the untrained network, per task
     seconds: dict[str, float] = field(default_factory=dict)
+    memory: dict[str, Any] | None = None  # the regularizer's state after the last task (Regularizer.memory)
 
     def as_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "accuracy_matrix": self.accuracy_matrix.tolist(),
@@ -104,7 +105,8 @@ def run_seed(config: RunConfig, bench: Benchmark, seed: int, progress: Progress 
         start = time.perf_counter()
         R[t], V[t] = _evaluate(model, bench, t, "test"), _evaluate(model, bench, t, "valid")
         seconds["evaluate"] += time.perf_counter() - start
-    return SeedRun(seed, R, V, baseline, {k: round(v, 3) for k, v in seconds.items()})
+    return SeedRun(seed, R, V, baseline, {k: round(v, 3) for k, v in seconds.items()},
+                   reg.memory() if reg is not None else None)
 
 
 def _joint_transform(bench: Benchmark, task: int, stage: int):
@@ -154,6 +156,8 @@ def run_experiment(config: RunConfig, make_bench: BenchmarkFactory, progress: Pr
         "mean_accuracy_matrix": mean.tolist(),
         "std_accuracy_matrix": std.tolist(),  # sample std over seeds, as every std in results
         "strength_search": search.as_dict() if search else None,
+        # bytes per module of the method's state after the last task, first seed (None: no regularizer)
+        "regularizer_memory": runs[0].memory,
         "selection": SELECTION_NONE if config.benchmark_options().get("valid_fraction") == 0 else SELECTION,
     }
 
