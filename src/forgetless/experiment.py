@@ -21,7 +21,8 @@ from .benchmarks.registry import make_model
 from .benchmarks.scenarios import eval_output_transform, task_output_transform
 from .memory import check_fits
 from .methods import METHODS
-from .run_config import RunConfig
+from .defaults import global_default, lookup
+from .run_config import RunConfig, run_config
 from .stats import elementwise_over_seeds, over_seeds
 from .strength import StrengthSearch, search_strength
 from .training import accuracy, adam, train_joint, train_task
@@ -79,7 +80,7 @@ def run_seed(config: RunConfig, bench: Benchmark, seed: int, progress: Progress 
     baseline = np.array(_evaluate(model, bench, T - 1, "test"))
     R, V = np.zeros((T, T)), np.zeros((T, T))
     method = METHODS[config.method]
-    reg = method.build(config.strength, config.method_options(), seed) if method.has_strength else None
+    reg = method.build(config.resolved_strength, config.method_options(), seed) if method.has_strength else None
     generator = torch.Generator().manual_seed(seed)
     seconds: dict[str, float] = {"train": 0.0, "consolidate": 0.0, "evaluate": 0.0}
     for t, task in enumerate(bench.tasks):
@@ -134,9 +135,50 @@ def choose_strength(config: RunConfig, make_bench: BenchmarkFactory,
     return search, tried[search.best]
 
 
+def strength_source(config: RunConfig) -> str | None:
+    """Where the run's strength comes from, said in its report: given, a validation search, the default
+    chosen for its benchmark and scenario (which file, which command, and which settings of the search
+    differ from the run's), or the method's global default where no search was committed.
+
+    Example:
+        >>> strength_source(RunConfig(method="ewc", strength=5.0)), strength_source(RunConfig(method="naive"))
+        ('given', None)
+        >>> strength_source(RunConfig(benchmark="split-fashion", method="ewc"))[:73]
+        'global default of ewc (1000): no validation search committed for split-fa'
+        >>> print(strength_source(RunConfig(benchmark="permuted-mnist", scenario="domain", method="ewc")).split("; ")[1])
+        searched with other settings than this run's: hidden [1000, 1000] (here [400, 400]), iterations 5000 (here 2000), lr 0.0001 (here 0.001), reset_optimizer false (here true)
+    """
+    if not METHODS[config.method].has_strength:
+        return None
+    if config.auto:
+        return "validation search (first seed)"
+    if config.strength is not None:
+        return "given"
+    where = f"{config.benchmark}/{config.scenario}"
+    chosen = lookup(config.benchmark, config.scenario, config.method)
+    if chosen is None:
+        return (f"global default of {config.method} ({global_default(config.method):g}): no validation search committed "
+                f"for {where} (forgetless.defaults); give --strength, or --strength auto to search")
+    more = f" (and {len(chosen.files) - 1} more)" if len(chosen.files) > 1 else ""
+    text = f"default for {where} from {chosen.files[0]}{more}, a validation search: {chosen.command}"
+    searched = run_config({"benchmark": config.benchmark, "scenario": config.scenario, "method": config.method,
+                           **chosen.settings}).resolved()
+    mine = config.resolved()
+    differ = [f"{k} {_shown(searched[k])} (here {_shown(mine.get(k))})" for k in sorted(searched)
+              if k not in ("seeds", "strength", "strength_grid") and searched[k] != mine.get(k)]
+    if differ:
+        text += "; searched with other settings than this run's: " + ", ".join(differ)
+    return text
+
+
+def _shown(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def run_experiment(config: RunConfig, make_bench: BenchmarkFactory, progress: Progress | None = None) -> dict[str, Any]:
     """Every seed of ``config`` (after the strength search when it asks for one): the result's numbers."""
     requested = config.resolved()
+    source = strength_source(config)
     search = None
     runs: list[SeedRun] = []
     if config.auto:
@@ -156,6 +198,7 @@ def run_experiment(config: RunConfig, make_bench: BenchmarkFactory, progress: Pr
         "mean_accuracy_matrix": mean.tolist(),
         "std_accuracy_matrix": std.tolist(),  # sample std over seeds, as every std in results
         "strength_search": search.as_dict() if search else None,
+        "strength_source": source,  # given, validation search, or which default (forgetless.defaults)
         # bytes per module of the method's state after the last task, first seed (None: no regularizer)
         "regularizer_memory": runs[0].memory,
         "selection": SELECTION_NONE if config.benchmark_options().get("valid_fraction") == 0 else SELECTION,

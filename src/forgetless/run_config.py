@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .benchmarks.registry import BENCHMARKS, benchmark_option_specs, model_option_specs
 from .config import ConfigError, coerce
+from .defaults import default_strength
 from .methods import METHODS
 from .options import Option
 from .strength import check_grid
@@ -39,9 +40,9 @@ class RunConfig:
     attributes too, with their defaults.
 
     Example:
-        >>> c = RunConfig(benchmark="permuted-mnist", method="online-ewc", options={"decay": 0.9})
-        >>> c.n_tasks, c.decay, c.hidden, c.resolved_strength
-        (10, 0.9, (400, 400), 1000.0)
+        >>> c = RunConfig(benchmark="permuted-mnist", scenario="domain", method="online-ewc", options={"decay": 0.9})
+        >>> c.n_tasks, c.decay, c.hidden, c.resolved_strength   # the default chosen for permuted-mnist/domain
+        (10, 0.9, (400, 400), 100.0)
     """
 
     benchmark: str = "split-mnist"
@@ -121,9 +122,11 @@ class RunConfig:
 
     @property
     def resolved_strength(self) -> float | str | None:
-        """The strength trained with ("auto" until a search replaces it); None for naive and joint."""
-        default = METHODS[self.method].default_strength
-        return default if self.strength is None else self.strength
+        """The strength trained with ("auto" until a search replaces it); None for naive and joint.
+        Not given: the default chosen for this benchmark, scenario and method (:mod:`forgetless.defaults`)."""
+        if self.strength is not None:
+            return self.strength
+        return default_strength(self.benchmark, self.scenario, self.method)
 
     def method_options(self) -> dict[str, Any]:
         return self._resolved(METHODS[self.method].options)
