@@ -91,11 +91,15 @@ def test_bad_options_exit_nonzero_with_one_line(argv, message, data_dir, tmp_pat
     assert not (out / "result.json").exists()
 
 
-def test_an_estimator_without_kronecker_factors_is_one_clear_line(data_dir, tmp_path, capsys):
-    out = tmp_path / "batched"
-    assert main(["seed", "--data-dir", str(data_dir), "--estimator", "batched", "--out", str(out)]) == 2
+@pytest.mark.parametrize("argv, message", [
+    (["--estimator", "batched"], "procedure ewc-kfac: estimator 'batched' has no Kronecker factors"),
+    (["--kfac-damping", "-1"], "procedure ewc-kfac: kfac_damping must be a finite number >= 0"),
+])
+def test_options_the_kfac_row_refuses_are_one_clear_line(argv, message, data_dir, tmp_path, capsys):
+    out = tmp_path / "refused"
+    assert main(["seed", "--data-dir", str(data_dir), *argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("forgetless: error: procedure ewc-kfac: estimator 'batched' has no Kronecker factors")
+    assert err.startswith(f"forgetless: error: {message}")
     assert len(err.splitlines()) == 1 and not out.exists()
 
 

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from forgetless import post
+from forgetless.methods import METHODS
+from forgetless.post_jobs import method_options
 from forgetless.benchmarks import post_split
 from forgetless.data import ImageData
 from forgetless.strength import next_to_try
@@ -94,3 +96,15 @@ def test_a_row_strength_that_cannot_be_searched_is_refused():
         post.PostConfig(estimator="batched")
     with pytest.raises(ValueError, match="kfac_strength_grid must list finite strengths"):
         post.PostConfig(kfac_strength_grid=())
+    with pytest.raises(ValueError, match="procedure ewc-kfac: kfac_damping must be a finite number >= 0"):
+        post.PostConfig(kfac_damping=-1.0)
+
+
+def test_each_row_gets_only_its_own_options():
+    # the damping is an option of class EWC, so of both EWC rows' method: only the K-FAC row may take it
+    config = post.PostConfig(kfac_damping=0.0, fisher_samples=100)
+    assert method_options(config, post.ROWS["ewc-kfac"]) == {"estimator": "exact", "fisher_samples": 100,
+                                                                  "kfac_damping": 0.0}
+    assert method_options(config, post.ROWS["ewc"]) == {"estimator": "exact", "fisher_samples": 100}
+    assert method_options(config, post.ROWS["l2"]) == {}
+    assert post.PostConfig().kfac_damping == METHODS["ewc-kfac"].options["kfac_damping"].default == 0.3

@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="K-FAC EWC's λ (method ewc-kfac), or 'auto' (default): choose it on validation data")
     post.add_argument("--kfac-strength-grid", type=opt.floats, default=None,
                       help="values its auto search may try (default: its method's, quarter decades 5.6 … 178)")
+    post.add_argument("--kfac-damping", type=float, default=None, help="K-FAC EWC's damping (default: its method's, 0.3)")
     post.add_argument("--lr", type=float, default=None, help="Adam's learning rate, every procedure (fair protocol)")
     post.add_argument("--l2-strength", type=opt.strength, default=1.0, help="λ of the L2 anchor (default 1)")
     post.add_argument("--estimator", choices=ESTIMATORS, default="exact", help="Fisher estimator")
@@ -86,7 +87,7 @@ def cmd_post(args: argparse.Namespace) -> int:
     from .workers import available_cpus
 
     given = {k: getattr(args, k) for k in ("strength", "strength_grid", "kfac_strength", "kfac_strength_grid",
-                                           "strength_search", "lr") if getattr(args, k) is not None}
+                                           "kfac_damping", "strength_search", "lr") if getattr(args, k) is not None}
     config = post.PostConfig(seed=args.seed, protocol=args.protocol, epochs=args.epochs, dropout=args.dropout,
                              l2_strength=args.l2_strength, estimator=args.estimator,
                              fisher_samples=args.fisher_samples, **given)

@@ -43,14 +43,18 @@ SEARCHES = ("local", "grid")
 STRENGTH_GRID = tuple(round(10.0 ** (k / 4), 1) for k in range(10, 16))
 # K-FAC EWC's: its method's own grid (quarter decades 5.6 … 178, a fact of the ewc-kfac variant).
 KFAC_STRENGTH_GRID = METHODS["ewc-kfac"].strength_grid
+KFAC_DAMPING = METHODS["ewc-kfac"].options["kfac_damping"].default  # the variant's, 0.3
+
+FISHER = ("estimator", "fisher_samples")  # the PostConfig fields EWC's rows take
 
 PROCEDURES: tuple[Procedure, ...] = (  # the post's numbers for them: forgetless.published.BLOG_POST
     Procedure("multitask", "joint", None, Schedule(6, 0, 0.0)),
     Procedure("naive", "naive", None, Schedule(6, 6, 0.0)),
     Procedure("l2", "l2", "l2_strength", Schedule(6, 6, 0.0)),
-    Procedure("ewc", "ewc", "strength", Schedule(3, 9, 0.5), searched=True, grid="strength_grid"),
+    Procedure("ewc", "ewc", "strength", Schedule(3, 9, 0.5), searched=True, grid="strength_grid", options=FISHER),
     # not in the post: EWC's schedule under --protocol post
-    Procedure("ewc-kfac", "ewc-kfac", "kfac_strength", Schedule(3, 9, 0.5), searched=True, grid="kfac_strength_grid"),
+    Procedure("ewc-kfac", "ewc-kfac", "kfac_strength", Schedule(3, 9, 0.5), searched=True, grid="kfac_strength_grid",
+              options=(*FISHER, "kfac_damping")),
 )
 ROWS = {p.name: p for p in PROCEDURES}
 
@@ -67,6 +71,7 @@ class PostConfig:
     l2_strength: float = 1.0        # the post's 0.5·Σ‖θ−θ_A‖² (squared)
     kfac_strength: float | str = "auto"  # K-FAC EWC's λ, or "auto": search `kfac_strength_grid`
     estimator: str = "exact"        # Fisher estimator (EWC and K-FAC EWC)
+    kfac_damping: float = KFAC_DAMPING  # K-FAC EWC's damping (0: undamped)
     fisher_samples: int | None = None  # None: the whole training set of task A
     hidden: int = 128
     batch_size: int = 128

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping
 
 import torch
@@ -41,12 +41,14 @@ class Procedure:
     post_schedule: Schedule     # its epochs and dropout under --protocol post
     searched: bool = False      # its strength may be "auto": chosen on validation data
     grid: str | None = None     # the PostConfig field holding the strengths its search tries
+    # the PostConfig fields that are options of its method, named alike (e.g. the Fisher's for EWC); listed
+    # per row because rows share a class: K-FAC's damping is EWC's option too, but not the diagonal row's
+    options: tuple[str, ...] = ()
 
 
 def method_options(config: Any, procedure: Procedure) -> dict[str, Any]:
-    """The options of a row's method that the config (a PostConfig) sets, e.g. the Fisher's for EWC."""
-    names = {f.name for f in fields(config)}
-    return {k: getattr(config, k) for k in METHODS[procedure.method].options if k in names}
+    """The options of a row's method that the config (a PostConfig) sets."""
+    return {k: getattr(config, k) for k in procedure.options}
 
 
 def steps(split: Split, epochs: int, batch_size: int) -> int:
