@@ -110,3 +110,47 @@ def test_strength_auto_searches_the_variants_own_grid(data_dir, tmp_path):
     result = json.loads((out / "result.json").read_text())
     assert tuple(result["strength_search"]["grid"]) == KFAC_GRID
     assert result["config"]["strength"] == result["strength_search"]["best"] and result["config"]["factor_sum"] == "merged"
+
+
+def test_compare_runs_the_variants_beside_diagonal_ewc(data_dir, tmp_path):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--methods", "ewc,ewc-kfac,online-ewc-kfac", "--data-dir", str(data_dir), "--out", str(out),
+                 *FAST]) == 0
+    table = (out / "compare.md").read_text()
+    assert all(f"| {m} |" in table for m in ("ewc", "ewc-kfac", "online-ewc-kfac"))
+    configs = {m: json.loads((out / m / "result.json").read_text())["config"] for m in ("ewc", "ewc-kfac", "online-ewc-kfac")}
+    assert configs["ewc"]["structure"] == "diagonal" and configs["ewc"]["strength"] == 1000.0
+    assert {configs[m]["structure"] for m in ("ewc-kfac", "online-ewc-kfac")} == {"kfac"}
+    assert configs["online-ewc-kfac"]["factor_sum"] == "merged" and configs["ewc-kfac"]["strength"] == 31.6
+
+
+SWEEP = """\
+[base]
+benchmark = "split-mnist"
+scenario = "domain"
+hidden = [8]
+iterations = 10
+batch_size = 64
+
+[grid]
+method = ["naive", "ewc-kfac", "online-ewc-kfac"]
+kfac_damping = [0.0, 0.3]
+seeds = [0]
+
+[grid.strength_by_method]
+ewc-kfac = [10, 100]
+"""
+
+
+def test_a_sweep_crosses_the_variants_with_their_settings(data_dir, tmp_path):
+    config = tmp_path / "kfac.toml"
+    config.write_text(SWEEP)
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--config", str(config), "--data-dir", str(data_dir), "--out", str(out), "--workers", "1"]) == 0
+    done = [json.loads((p / "result.json").read_text())["config"] for p in (out / "runs").iterdir()]
+    points = sorted((c["method"], c.get("kfac_damping"), c.get("strength")) for c in done)
+    # naive once; ewc-kfac: 2 dampings x its own 2 strengths; online-ewc-kfac: 2 dampings at its default strength
+    assert points == [("ewc-kfac", 0.0, 10.0), ("ewc-kfac", 0.0, 100.0), ("ewc-kfac", 0.3, 10.0), ("ewc-kfac", 0.3, 100.0),
+                      ("naive", None, None), ("online-ewc-kfac", 0.0, 31.6), ("online-ewc-kfac", 0.3, 31.6)]
+    assert all(c["structure"] == "kfac" for c in done if c["method"] != "naive")
+    assert "| ewc-kfac |" in (out / "sweep.md").read_text()
