@@ -10,10 +10,12 @@ import torch
 from forgetless import post
 from forgetless.benchmarks import post_split
 from forgetless.data import ImageData
+from forgetless.experiment import benchmark_factory, choose_strength
 from forgetless.benchmarks.base import Split
 from forgetless.models import mlp
 from forgetless.post_stacked import task_b_phases
 from forgetless.regularizers import EWC, L2, MAS, SI
+from forgetless.run_config import RunConfig
 from forgetless.stacked import StackedMLP, stackable, train_stacked
 from forgetless.strength import Search
 from forgetless.training import TrainingError, adam, train_task
@@ -160,3 +162,34 @@ def test_the_posts_strengths_trained_at_once_score_and_choose_as_separate_jobs(b
         assert a["hyperparameters"] == b["hyperparameters"]
     assert searches[0].best == searches[1].best
     assert len(set(searches[1].scores)) > 1  # the strengths do differ
+
+
+@pytest.fixture(scope="module")
+def split_data():
+    images, labels = digit_images(600, 1)
+    test_images, test_labels = digit_images(200, 2)
+    return ImageData(images, labels.astype(np.int64), test_images, test_labels.astype(np.int64), "toy")
+
+
+@pytest.mark.parametrize("method,grid", [("ewc", (1.0, 1e2, 1e4, 1e6)), ("mas", (0.1, 10.0, 1e3))])
+def test_the_run_search_trained_stacked_scores_and_chooses_as_one_at_a_time(split_data, method, grid):
+    config = RunConfig(method=method, strength="auto", strength_grid=grid, iterations=25, batch_size=32,
+                       options={"hidden": (16,)})
+    make_bench = benchmark_factory(config, split_data)
+    together = choose_strength(config, make_bench, None, stack=True)
+    alone = choose_strength(config, make_bench, None, stack=False)
+    assert together[2].startswith("stacked: ") and alone[2] == "one at a time (not asked for)"
+    assert together[0].scores == pytest.approx(alone[0].scores, abs=1e-9)  # one sample flipping would show
+    assert together[0].best == alone[0].best and len(set(together[0].scores)) > 1
+    assert together[1].accuracy_matrix == pytest.approx(alone[1].accuracy_matrix, abs=1e-9)
+
+
+def test_the_run_search_says_why_it_trains_one_at_a_time(split_data):
+    config = RunConfig(method="si", strength="auto", strength_grid=(1.0, 10.0), iterations=5, options={"hidden": (8,)})
+    with pytest.raises(ValueError, match="cannot train its strengths stacked: SI acts between steps"):
+        choose_strength(config, benchmark_factory(config, split_data), None, stack=True)
+    config = RunConfig(method="ewc", strength="auto", strength_grid=(1.0, 10.0), iterations=5,
+                       options={"hidden": (8,), "dropout": 0.5})
+    assert "dropout" in choose_strength(config, benchmark_factory(config, split_data), None)[2]
+    config = RunConfig(method="ewc", strength="auto", strength_grid=(1.0, 10.0), iterations=5)  # 400-400: too big
+    assert "not measured to pay" in choose_strength(config, benchmark_factory(config, split_data), None)[2]
