@@ -171,10 +171,12 @@ def split_data():
     return ImageData(images, labels.astype(np.int64), test_images, test_labels.astype(np.int64), "toy")
 
 
-@pytest.mark.parametrize("method,grid", [("ewc", (1.0, 1e2, 1e4, 1e6)), ("mas", (0.1, 10.0, 1e3))])
-def test_the_run_search_trained_stacked_scores_and_chooses_as_one_at_a_time(split_data, method, grid):
+# a fresh Adam per task: the first task is trained once for every strength; one Adam: stacked throughout
+@pytest.mark.parametrize("method,grid,reset", [("ewc", (1.0, 1e2, 1e4, 1e6), True), ("mas", (0.1, 10.0, 1e3), False),
+                                               ("l2", (0.1, 10.0), True)])
+def test_the_run_search_trained_stacked_scores_and_chooses_as_one_at_a_time(split_data, method, grid, reset):
     config = RunConfig(method=method, strength="auto", strength_grid=grid, iterations=25, batch_size=32,
-                       options={"hidden": (16,)})
+                       reset_optimizer=reset, options={"hidden": (16,)})
     make_bench = benchmark_factory(config, split_data)
     together = choose_strength(config, make_bench, None, stack=True)
     alone = choose_strength(config, make_bench, None, stack=False)

@@ -8,6 +8,7 @@ Nothing here writes files: :mod:`forgetless.runs` does.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -26,7 +27,7 @@ from .defaults import global_default, lookup
 from .run_config import RunConfig, run_config
 from .stats import elementwise_over_seeds, over_seeds
 from .stacked import StackedMLP, stackable, train_stacked
-from .strength import Search, StrengthSearch, search_strength
+from .strength import StrengthSearch, search_strength
 from .training import TrainingError, accuracy, adam, train_joint, train_task
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,8 @@ SELECTION_NONE = ("no validation split (valid_fraction = 0): trained on all trai
 # Copies of the parameters training may hold at once: weights, gradients, Adam's two moments and
 # up to four a regularizer keeps (SI during a task: Ω, θ*, ω and θ before the step).
 PARAMETER_COPIES = 8
-# The strength search trains its strengths stacked (forgetless.stacked) by default up to this many
-# parameters: bench/bench_stacked.py measured it faster on the seed net (101k parameters) and not on
-# 784-400-400-10 (478k); `stack=True` forces it for any stackable model.
+# The strength search trains its strengths stacked (forgetless.stacked) by default up to this many parameters:
+# bench/bench_stacked.py measured it faster on 784-128-x (101k) and not on 784-400-400-10 (478k).
 STACK_MAX_PARAMETERS = 200_000
 
 
@@ -137,11 +137,7 @@ def choose_strength(config: RunConfig, make_bench: BenchmarkFactory, progress: P
     problem = stack_problem(config, bench, grid, forced=bool(stack)) if stack is not False else "not asked for"
     if problem is None:
         runs = dict(zip(grid, run_strengths_stacked(config, bench, seed, grid, progress)))
-        search = Search(grid)
-        search.first()
-        for strength, run in runs.items():
-            search.record(strength, float(run.valid_matrix[-1].mean()) if run is not None else float("nan"))
-        result = search.result()
+        result = StrengthSearch(tuple(grid), tuple(float(r.valid_matrix[-1].mean()) if r else math.nan for r in runs.values()))
         return result, runs[result.best], f"stacked: {len(grid)} strengths at once"
     if stack:
         raise ValueError(f"the strength search cannot train its strengths stacked: {problem}")
@@ -179,13 +175,17 @@ def stack_problem(config: RunConfig, bench: Benchmark, strengths: list[float], f
 def run_strengths_stacked(config: RunConfig, bench: Benchmark, seed: int, strengths: list[float],
                           progress: Progress | None = None) -> list[SeedRun | None]:
     """:func:`run_seed` at each of ``strengths``, trained as one stacked model (:mod:`forgetless.stacked`);
-    None for a strength whose training diverged. Seconds are the stacked run's, shared out equally."""
+    None for a strength whose training diverged. Seconds are the stacked run's, shared out equally.
+
+    Before the first ``consolidate`` no copy has a penalty, so with a fresh Adam per task the first task
+    trains the same for every strength: it is trained, consolidated and scored once, and copied."""
     T, K = len(bench.tasks), len(strengths)
     method = METHODS[config.method]
     models = [new_model(config, bench, seed) for _ in strengths]
     baseline = np.array(_evaluate(models[0], bench, T - 1, "test"))
     regs = [method.build(s, config.method_options(), seed) for s in strengths]
-    stack = StackedMLP(models)
+    once = config.reset_optimizer  # the first task once (else Adam's moments would have to be stacked after it)
+    stack = None if once else StackedMLP(models)
     R, V = np.zeros((K, T, T)), np.zeros((K, T, T))
     generator = torch.Generator().manual_seed(seed)  # every separate run draws these batches
     seconds: dict[str, float] = {"train": 0.0, "consolidate": 0.0, "evaluate": 0.0}
@@ -193,26 +193,44 @@ def run_strengths_stacked(config: RunConfig, bench: Benchmark, seed: int, streng
     for t, task in enumerate(bench.tasks):
         label = f"seed {seed} · {config.method} · {K} strengths at once · task {t + 1}/{T}"
         transform = task_output_transform(task, bench.scenario)
-        if t == 0 or config.reset_optimizer:
-            optimizer = adam(stack, config.lr)
+        on_step = progress(label, config.iterations) if progress else None
         start = time.perf_counter()
-        losses = train_stacked(stack, task.train, steps=config.iterations, batch_size=config.batch_size,
-                               optimizer=optimizer, generator=generator, regularizers=regs, output_transform=transform,
-                               label=label, on_step=progress(label, config.iterations) if progress else None)
-        stack.write_to(models)
+        if stack is None:
+            try:
+                train_task(models[0], task.train, steps=config.iterations, batch_size=config.batch_size,
+                           optimizer=adam(models[0], config.lr), generator=generator, regularizer=regs[0],
+                           output_transform=transform, label=label, on_step=on_step)
+                losses: list = [0.0] * K
+            except TrainingError as err:
+                losses = [err] * K
+            for model in models[1:]:
+                model.load_state_dict(models[0].state_dict())
+            stack = StackedMLP(models)
+        else:
+            if t == 0 or config.reset_optimizer:
+                optimizer = adam(stack, config.lr)
+            losses = train_stacked(stack, task.train, steps=config.iterations, batch_size=config.batch_size,
+                                   optimizer=optimizer, generator=generator, regularizers=regs,
+                                   output_transform=transform, label=label, on_step=on_step)
+            stack.write_to(models)
         seconds["train"] += time.perf_counter() - start
         for k, loss in enumerate(losses):
             if isinstance(loss, TrainingError) and k not in failed:
                 log.warning("strength %g diverged, skipped: %s", strengths[k], loss)
                 failed.add(k)
-        live = [k for k in range(K) if k not in failed]
+        alike = once and t == 0  # every copy is the same model: measure it once
+        live = [k for k in range(K) if k not in failed][:1 if alike else K]
         start = time.perf_counter()
         for k in live:
             regs[k].consolidate(models[k], (task.train.x, task.train.y), output_transform=transform)
+        for k in range(1, K) if alike and live else ():
+            regs[k].load_state_dict(regs[0].state_dict())  # the state does not depend on the strength
         seconds["consolidate"] += time.perf_counter() - start
         start = time.perf_counter()
         for k in live:
             R[k, t], V[k, t] = _evaluate(models[k], bench, t, "test"), _evaluate(models[k], bench, t, "valid")
+        if alike:
+            R[1:, t], V[1:, t] = R[0, t], V[0, t]
         seconds["evaluate"] += time.perf_counter() - start
     shared = {name: round(v / K, 3) for name, v in seconds.items()}
     return [None if k in failed else SeedRun(seed, R[k], V[k], baseline, dict(shared)) for k in range(K)]
