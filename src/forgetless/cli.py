@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="one method on a benchmark over seeds: accuracy matrix, metrics, plots")
     opt.add_run_options(run)
     run.add_argument("--method", help=f"one of: {', '.join(METHODS)}")
+    run.add_argument("--stacked", action=argparse.BooleanOptionalAction, default=None, help="--strength auto trains "
+                     "its strengths as one stacked model (default: where it pays, small MLPs), or --no-stacked: one at a time")
     compare = sub.add_parser("compare", help="several methods on one benchmark: one table and one plot")
     opt.add_run_options(compare)
     compare.add_argument("--methods", default="naive,ewc,online-ewc,si",
@@ -129,7 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = args.out or new_folder(f"{config.benchmark}-{config.scenario}-{config.method}")
     with opt.progress_bars() as progress:
         result, reused = execute(config, out, make_bench, data_source=data.source, fingerprint=fingerprint,
-                                 overwrite=args.overwrite, progress=progress)
+                                 overwrite=args.overwrite, progress=progress, stack=args.stacked)
     for name, stat in result["metrics"].items():
         print(f"{name:>24}: {pm(stat)}")
     if result.get("strength_source"):  # the result of an older run may not say
