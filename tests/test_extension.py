@@ -17,7 +17,7 @@ from forgetless.cli import build_parser, main
 from forgetless.methods import METHODS, methods_of
 from forgetless.quadratic import quadratic_penalty
 from forgetless.regularizers import EWC, OnlineEWC, Regularizer
-from forgetless.regularizers.base import model_parameters, snapshot
+from forgetless.regularizers.base import Variant, model_parameters, snapshot
 from forgetless.regularizers.options import check_strength
 from forgetless.sweep import expand, parse_sweep
 
@@ -36,7 +36,8 @@ class Shrink(Regularizer):
 
     name = "shrink"
     strength_grid = (0.1, 1.0)
-    variants = {"shrink-double": {"pull": 2.0}}
+    variants = {"shrink-double": {"pull": 2.0},   # a variant fixing an option: one line
+                "shrink-far": Variant(defaults={"pull": 3.0}, strength=50.0, strength_grid=(20.0, 50.0))}
     _state_keys = ("anchor",)
     _consolidated_keys = ("anchor",)
 
@@ -96,6 +97,13 @@ def test_a_new_regularizer_is_its_class_and_one_line(with_shrink, data_dir, tmp_
     # its variant: the class with an option fixed (and recorded)
     assert main(["run", "--method", "shrink-double", "--data-dir", str(data_dir), "--out", str(tmp_path / "d"), *FAST]) == 0
     assert _result(tmp_path / "d")["config"]["pull"] == 2.0 and _result(tmp_path / "d")["config"]["strength"] == 0.5
+    # a variant with its own default for an option that stays a setting, its own default strength and grid
+    assert main(["run", "--method", "shrink-far", "--data-dir", str(data_dir), "--out", str(tmp_path / "f"), *FAST]) == 0
+    assert _result(tmp_path / "f")["config"]["pull"] == 3.0 and _result(tmp_path / "f")["config"]["strength"] == 50.0
+    assert main(["run", "--method", "shrink-far", "--pull", "1", "--strength", "auto", "--data-dir", str(data_dir),
+                 "--out", str(tmp_path / "fa"), *FAST]) == 0
+    assert _result(tmp_path / "fa")["config"]["pull"] == 1.0
+    assert _result(tmp_path / "fa")["strength_search"]["grid"] == [20.0, 50.0]
     # its setting is its own: refused for another method, expanded in a sweep for it alone
     assert main(["run", "--method", "naive", "--pull", "3", "--data-dir", str(data_dir), *FAST]) == 2
     assert "pull is not a setting of method naive on split-mnist: it belongs to method shrink" in capsys.readouterr().err

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from forgetless import post
+from forgetless.methods import METHODS
+from forgetless.post_jobs import method_options
 from forgetless.benchmarks import post_split
 from forgetless.data import ImageData
 from forgetless.strength import next_to_try
@@ -47,7 +49,7 @@ def test_a_new_row_is_one_entry_in_the_table(bench, monkeypatch):
     monkeypatch.setattr(post, "PROCEDURES", (*post.PROCEDURES, row))
     monkeypatch.setitem(post.ROWS, row.name, row)
     result = post.run_post(post.PostConfig(epochs=1, hidden=16, strength=10.0, l2_strength=3.0), bench)
-    assert list(result["procedures"]) == ["multitask", "naive", "l2", "ewc", "l2-strong"]
+    assert list(result["procedures"]) == ["multitask", "naive", "l2", "ewc", "ewc-kfac", "l2-strong"]
     assert result["procedures"]["l2-strong"]["hyperparameters"] == {"strength": 3.0}
     assert "l2-strong" not in result["post"]
     from forgetless.report import post_table
@@ -55,8 +57,54 @@ def test_a_new_row_is_one_entry_in_the_table(bench, monkeypatch):
     assert "| l2-strong |" in post_table(result) and "– | – |" in post_table(result)
 
 
+def test_the_kfac_row_searches_its_own_grid_from_one_consolidation(bench, monkeypatch):
+    consolidated, trained = [], []
+    real_a, real_b = post.PostJobs.task_a_phase, post.PostJobs.task_b_phase
+
+    def spy_a(self, schedule, names):
+        consolidated.append(names)
+        return real_a(self, schedule, names)
+
+    def spy_b(self, name, schedule, after_a, strength=None):
+        trained.append((name, strength))
+        return real_b(self, name, schedule, after_a, strength)
+
+    monkeypatch.setattr(post.PostJobs, "task_a_phase", spy_a)
+    monkeypatch.setattr(post.PostJobs, "task_b_phase", spy_b)
+    config = post.PostConfig(epochs=1, hidden=16, strength=10.0, kfac_strength_grid=(1.0, 10.0, 100.0))
+    result = post.run_post(config, bench)
+    assert consolidated == [("ewc", "ewc-kfac", "l2")]  # task A once; K-FAC's factors once for every λ
+    assert sorted(s for n, s in trained if n == "ewc-kfac") == [1.0, 10.0, 100.0] and ("ewc", 10.0) in trained
+    search, row = result["kfac_strength_search"], result["procedures"]["ewc-kfac"]
+    assert search["grid"] == [1.0, 10.0, 100.0] and result["config"]["kfac_strength"] == search["best"]
+    assert result["config"]["kfac_strength_source"] == "validation search" and result["strength_search"] is None
+    assert row["hyperparameters"]["structure"] == "kfac" and row["hyperparameters"]["kfac_damping"] == 0.3
+    assert row["hyperparameters"]["strength"] == search["best"]
+    # its state's size: A (785²) and G (16²) and the anchor of the hidden layer, the same of the output layer
+    hidden = 785 * 785 + 16 * 16 + 16 * 785
+    assert row["memory"]["1"] == {"structure": "kfac", "state_bytes": 4 * hidden, "parameter_bytes": 4 * 16 * 785}
+    assert row["memory"]["4"]["structure"] == "kfac" and result["procedures"]["ewc"]["memory"]["1"]["structure"] == "diagonal"
+    assert set(result["consolidate_seconds"]) == {"ewc", "ewc-kfac", "l2"}
+
+
 def test_a_row_strength_that_cannot_be_searched_is_refused():
     with pytest.raises(ValueError, match="l2 strength must be a finite number >= 0, got 'auto'"):
         post.PostConfig(l2_strength="auto")
     with pytest.raises(ValueError, match="unknown Fisher estimator"):
         post.PostConfig(estimator="diagonal")
+    with pytest.raises(ValueError, match="procedure ewc-kfac: estimator 'batched' has no Kronecker factors"):
+        post.PostConfig(estimator="batched")
+    with pytest.raises(ValueError, match="kfac_strength_grid must list finite strengths"):
+        post.PostConfig(kfac_strength_grid=())
+    with pytest.raises(ValueError, match="procedure ewc-kfac: kfac_damping must be a finite number >= 0"):
+        post.PostConfig(kfac_damping=-1.0)
+
+
+def test_each_row_gets_only_its_own_options():
+    # the damping is an option of class EWC, so of both EWC rows' method: only the K-FAC row may take it
+    config = post.PostConfig(kfac_damping=0.0, fisher_samples=100)
+    assert method_options(config, post.ROWS["ewc-kfac"]) == {"estimator": "exact", "fisher_samples": 100,
+                                                                  "kfac_damping": 0.0}
+    assert method_options(config, post.ROWS["ewc"]) == {"estimator": "exact", "fisher_samples": 100}
+    assert method_options(config, post.ROWS["l2"]) == {}
+    assert post.PostConfig().kfac_damping == METHODS["ewc-kfac"].options["kfac_damping"].default == 0.3

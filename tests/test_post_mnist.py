@@ -16,4 +16,7 @@ def test_seed_on_real_mnist_reproduces_the_post_done_right(tmp_path):
     assert acc["multitask"]["A"] >= 0.96 and acc["multitask"]["B"] >= 0.96
     assert acc["naive"]["A"] <= 0.5 and acc["naive"]["B"] >= 0.97   # forgets A while learning B
     assert acc["ewc"]["A"] >= 0.75 and acc["ewc"]["B"] >= 0.75      # default strength keeps both
+    # the Kronecker-factored Fisher keeps both tasks better than the diagonal one (seed 0: 0.935 vs 0.855)
+    assert acc["ewc-kfac"]["A"] >= 0.9 and acc["ewc-kfac"]["B"] >= 0.9
+    assert sum(acc["ewc-kfac"].values()) > sum(acc["ewc"].values())
     assert result["config"]["estimator"] == "exact"

@@ -38,13 +38,13 @@ def _one_line_error(capsys) -> str:
 
 def _no_training(monkeypatch):
     """Fail the test if any training starts."""
-    from forgetless import experiment, post
+    from forgetless import experiment, post_jobs
 
     def trained(*args, **kwargs):
         raise AssertionError("training started")
 
     monkeypatch.setattr(experiment, "train_task", trained)
-    monkeypatch.setattr(post, "train_task", trained)
+    monkeypatch.setattr(post_jobs, "train_task", trained)
 
 
 # --- 2: one folder per run, and one process per folder ----------------------------------------------

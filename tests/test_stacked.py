@@ -143,7 +143,7 @@ def bench():
 
 def test_the_posts_strengths_trained_at_once_score_and_choose_as_separate_jobs(bench):
     config = post.PostConfig(epochs=2, hidden=32)
-    jobs = post.PostJobs(config, bench)
+    jobs = post.PostJobs(config, bench, post.ROWS)
     schedule = post.schedules(config)["ewc"]
     after_a = jobs.task_a_phase(schedule, ("ewc",))
     grid = (1.0, 100.0, 1e4, 1e6)
@@ -184,6 +184,7 @@ def test_the_run_search_trained_stacked_scores_and_chooses_as_one_at_a_time(spli
     assert together[0].scores == pytest.approx(alone[0].scores, abs=1e-9)  # one sample flipping would show
     assert together[0].best == alone[0].best and len(set(together[0].scores)) > 1
     assert together[1].accuracy_matrix == pytest.approx(alone[1].accuracy_matrix, abs=1e-9)
+    assert together[1].memory == alone[1].memory and alone[1].memory  # what result.json's regularizer_memory says
 
 
 def test_the_run_search_says_why_it_trains_one_at_a_time(split_data):

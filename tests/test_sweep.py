@@ -124,7 +124,7 @@ def test_point_names_are_stable_and_follow_config_and_data():
         ({"grid": {"seeds": []}}, "grid.seeds must be a non-empty list"),
         ({"base": {"method": "ewc"}, "grid": {"method": ["si"]}}, "method set in both [base] and [grid]"),
         ({"grid": {"method": ["naive", "ewc"], "strength_by_method": {"naive": [1]}}},
-         "'naive' is not a method with a strength; valid: l2, ewc, online-ewc, si, mas"),
+         "'naive' is not a method with a strength; valid: l2, ewc, ewc-kfac, online-ewc, online-ewc-kfac, si, mas"),
         ({"grid": {"method": ["ewc"], "strength_by_method": {"si": [1]}}}, "si is not one of the sweep's methods"),
         ({"grid": {"method": ["naive"], "strength": [1, 10]}}, "grid.strength is used by none of the sweep's methods"),
         ({"grid": {"method": ["ewc", "si"], "decay": [0.9, 1.0]}}, "grid.decay is used by none"),

@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     post = sub.add_parser("seed", help="the blog post's experiment: even digits, then odd digits")
     post.add_argument("--seed", type=int, default=0)
     post.add_argument("--protocol", choices=("fair", "post"), default="fair",
-                      help="fair: same epochs for all (default); post: the post's 3+9 epochs and dropout for EWC")
+                      help="fair: same epochs for all (default); post: the post's 3+9 epochs and dropout for EWC (and K-FAC EWC)")
     post.add_argument("--epochs", type=opt.positive_int, default=6, help="epochs per task (fair protocol)")
     post.add_argument("--dropout", type=float, default=0.5, help="dropout after the hidden layer (fair protocol; default 0.5)")
     post.add_argument("--strength", type=opt.strength, default=None,
@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="values the auto search may try (default: quarter decades 316 … 5623)")
     post.add_argument("--strength-search", choices=("local", "grid"), default=None,
                       help="local (default): from the grid's middle towards the best value, 3-4 runs; grid: every value")
+    post.add_argument("--kfac-strength", type=opt.strength, default=None,
+                      help="K-FAC EWC's λ (method ewc-kfac), or 'auto' (default): choose it on validation data")
+    post.add_argument("--kfac-strength-grid", type=opt.floats, default=None,
+                      help="values its auto search may try (default: its method's, quarter decades 5.6 … 178)")
+    post.add_argument("--kfac-damping", type=float, default=None, help="K-FAC EWC's damping (default: its method's, 0.3)")
     post.add_argument("--lr", type=float, default=None, help="Adam's learning rate, every procedure (fair protocol)")
     post.add_argument("--l2-strength", type=opt.strength, default=1.0, help="λ of the L2 anchor (default 1)")
     post.add_argument("--estimator", choices=ESTIMATORS, default="exact", help="Fisher estimator")
@@ -83,7 +88,8 @@ def cmd_post(args: argparse.Namespace) -> int:
     from .runs import new_folder
     from .workers import available_cpus
 
-    given = {k: getattr(args, k) for k in ("strength", "strength_grid", "strength_search", "lr") if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in ("strength", "strength_grid", "kfac_strength", "kfac_strength_grid",
+                                           "kfac_damping", "strength_search", "lr") if getattr(args, k) is not None}
     config = post.PostConfig(seed=args.seed, protocol=args.protocol, epochs=args.epochs, dropout=args.dropout,
                              l2_strength=args.l2_strength, estimator=args.estimator,
                              fisher_samples=args.fisher_samples, **given)
@@ -96,7 +102,8 @@ def cmd_post(args: argparse.Namespace) -> int:
                                       on_step=lambda: bar.update(1), on_more=opt.grow(bar))
     print(post_table(result))
     c = result["config"]
-    print(f"\nEWC λ = {c['strength']:g} ({c['strength_source']}), Fisher `{c['estimator']}`; {result['seconds']:.1f} s. "
+    print(f"\nEWC λ = {c['strength']:g} ({c['strength_source']}), K-FAC EWC λ = {c['kfac_strength']:g} "
+          f"({c['kfac_strength_source']}), Fisher `{c['estimator']}`; {result['seconds']:.1f} s. "
           f"{'Reused the finished run in' if reused else 'Wrote'} {out}/result.json, report.md, accuracy.png")
     return 0
 

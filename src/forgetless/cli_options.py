@@ -122,7 +122,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="a fresh Adam for every task (default), or --no-reset-optimizer: one Adam for the whole sequence")
     for name, owned in sorted(all_options().items()):
         spec = owned[0][1]
-        text = f"{_plain(spec.help) or 'option'} ({_owners(owned)}; default {_show(spec.default)})"
+        text = f"{_plain(spec.help) or 'option'} ({_owners(owned)}; {_defaults(owned)})"
         parse = _parser_for(spec.annotation)
         flag = "--" + name.replace("_", "-")
         if parse is None:
@@ -148,6 +148,16 @@ def _owners(owned: list[tuple[str, Any]]) -> str:
     if len(owners) == len(BENCHMARKS) and all(o.startswith("benchmark ") for o in owners):
         return "every benchmark"
     return ", ".join(owners)
+
+
+def _defaults(owned: list[tuple[str, Any]]) -> str:
+    """``default X``, and the owners whose default differs (a variant's, e.g. ewc-kfac's damping)."""
+    first = owned[0][1].default
+    other: dict[str, list[str]] = {}
+    for owner, spec in owned:
+        if spec.default != first:
+            other.setdefault(_show(spec.default), []).append(owner.removeprefix("method "))
+    return "; ".join([f"default {_show(first)}", *(f"{', '.join(o)}: {v}" for v, o in other.items())])
 
 
 def _show(value: Any) -> str:

@@ -78,7 +78,12 @@ def lookup(benchmark: str, scenario: str, method: str) -> Chosen | None:
 
 
 def global_default(method: str) -> float | None:
-    """The method's own default (its constructor's), used where :func:`lookup` has nothing."""
+    """The method's own default (its constructor's, or its variant's), used where :func:`lookup` has nothing.
+
+    Example:
+        >>> global_default("ewc"), global_default("ewc-kfac")   # a variant on its own scale (methods.Method)
+        (1000.0, 31.6)
+    """
     return METHODS[method].default_strength
 
 

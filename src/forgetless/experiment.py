@@ -52,6 +52,7 @@ class SeedRun:
     valid_matrix: np.ndarray         # validation, same layout
     baseline: np.ndarray             # test accuracy of the untrained network, per task
     seconds: dict[str, float] = field(default_factory=dict)
+    memory: dict[str, Any] | None = None  # the regularizer's state after the last task (Regularizer.memory)
 
     def as_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "accuracy_matrix": self.accuracy_matrix.tolist(),
@@ -107,13 +108,12 @@ def run_seed(config: RunConfig, bench: Benchmark, seed: int, progress: Progress 
         seconds["train"] += time.perf_counter() - start
         if reg is not None:
             start = time.perf_counter()
-            reg.consolidate(model, (task.train.x, task.train.y),
-                            output_transform=task_output_transform(task, bench.scenario))
+            reg.consolidate(model, (task.train.x, task.train.y), output_transform=task_output_transform(task, bench.scenario))
             seconds["consolidate"] += time.perf_counter() - start
         start = time.perf_counter()
         R[t], V[t] = _evaluate(model, bench, t, "test"), _evaluate(model, bench, t, "valid")
         seconds["evaluate"] += time.perf_counter() - start
-    return SeedRun(seed, R, V, baseline, {k: round(v, 3) for k, v in seconds.items()})
+    return SeedRun(seed, R, V, baseline, {k: round(v, 3) for k, v in seconds.items()}, reg and reg.memory())
 
 
 def _joint_transform(bench: Benchmark, task: int, stage: int):
@@ -233,7 +233,7 @@ def run_strengths_stacked(config: RunConfig, bench: Benchmark, seed: int, streng
             R[1:, t], V[1:, t] = R[0, t], V[0, t]
         seconds["evaluate"] += time.perf_counter() - start
     shared = {name: round(v / K, 3) for name, v in seconds.items()}
-    return [None if k in failed else SeedRun(seed, R[k], V[k], baseline, dict(shared)) for k in range(K)]
+    return [None if k in failed else SeedRun(seed, R[k], V[k], baseline, dict(shared), regs[k].memory()) for k in range(K)]
 
 
 def strength_source(config: RunConfig) -> str | None:
@@ -302,6 +302,7 @@ def run_experiment(config: RunConfig, make_bench: BenchmarkFactory, progress: Pr
         "std_accuracy_matrix": std.tolist(),  # sample std over seeds, as every std in results
         "strength_search": {**search.as_dict(), "trained": trained} if search else None,
         "strength_source": source,  # given, validation search, or which default (forgetless.defaults)
+        "regularizer_memory": runs[0].memory,  # bytes per module of the state after the last task, first seed
         "selection": SELECTION_NONE if config.benchmark_options().get("valid_fraction") == 0 else SELECTION,
     }
 

@@ -4,12 +4,14 @@ read from its class (see :class:`~forgetless.regularizers.Regularizer`); nothing
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Mapping
 
 from .options import Option, keyword_options
 from .regularizers import CLASSES, Regularizer
+from .regularizers.base import Variant, as_variant
 
 # Constructor parameters the runner fills itself: the run's random seed.
 RUN_SUPPLIED = ("seed",)
@@ -17,7 +19,8 @@ RUN_SUPPLIED = ("seed",)
 
 @dataclass(frozen=True)
 class Method:
-    """A command-line method: a regularizer class with some options fixed, or none (naive, joint).
+    """A command-line method: a regularizer class, or a variant of one (some options fixed, others
+    with their own defaults, its own default strength and grid), or none (naive, joint).
 
     Example:
         >>> m = METHODS["online-ewc"]
@@ -29,12 +32,20 @@ class Method:
         Traceback (most recent call last):
         ...
         ValueError: method mas does not take fisher_samples; its settings: strength, importance_samples
+        >>> k = METHODS["ewc-kfac"]
+        >>> k.fixed, k.options["kfac_damping"].default, k.default_strength, k.takes("structure")
+        ({'structure': 'kfac'}, 0.3, 31.6, False)
     """
 
     name: str
     regularizer: type[Regularizer] | None = None
-    fixed: Mapping[str, Any] = field(default_factory=dict)   # a variant's fixed constructor options
-    joint: bool = False                                      # trains on all data of the tasks so far
+    variant: Variant = field(default_factory=Variant)  # a variant's facts (none for the class itself)
+    joint: bool = False                                # trains on all data of the tasks so far
+
+    @property
+    def fixed(self) -> Mapping[str, Any]:
+        """The constructor options this method fixes (a variant's)."""
+        return self.variant.fixed
 
     @property
     def has_strength(self) -> bool:
@@ -44,11 +55,15 @@ class Method:
     def default_strength(self) -> float | None:
         if self.regularizer is None:
             return None
+        if self.variant.strength is not None:
+            return float(self.variant.strength)
         return float(keyword_options(self.regularizer)["strength"].default)
 
     @property
     def strength_grid(self) -> tuple[float, ...]:
-        return self.regularizer.strength_grid if self.regularizer is not None else ()
+        if self.regularizer is None:
+            return ()
+        return self.variant.strength_grid or self.regularizer.strength_grid
 
     @cached_property
     def options(self) -> dict[str, Option]:
@@ -56,7 +71,9 @@ class Method:
         if self.regularizer is None:
             return {}
         skip = ("strength", *RUN_SUPPLIED, *self.fixed)
-        return keyword_options(self.regularizer, skip=skip, choices=self.regularizer.choices)
+        options = keyword_options(self.regularizer, skip=skip, choices=self.regularizer.choices)
+        return {name: dataclasses.replace(o, default=self.variant.defaults[name]) if name in self.variant.defaults else o
+                for name, o in options.items()}
 
     def takes(self, setting: str) -> bool:
         """Whether ``setting`` (a hyperparameter, or ``strength`` / ``strength_grid``) means anything to this method."""
@@ -78,7 +95,7 @@ class Method:
             return None
         run = {"seed": seed} if "seed" in keyword_options(self.regularizer) else {}
         chosen = self.default_strength if strength is None else strength
-        return self.regularizer(chosen, **self.fixed, **options, **run)
+        return self.regularizer(chosen, **self.fixed, **{**self.variant.defaults, **options}, **run)
 
 
 def methods_of(classes: tuple[type[Regularizer], ...]) -> dict[str, Method]:
@@ -86,7 +103,14 @@ def methods_of(classes: tuple[type[Regularizer], ...]) -> dict[str, Method]:
     methods = {"naive": Method("naive"), "joint": Method("joint", joint=True)}
     for cls in classes:
         methods[cls.name] = Method(cls.name, cls)
-        methods.update({name: Method(name, cls, dict(fixed)) for name, fixed in cls.variants.items()})
+        for name, spec in cls.variants.items():
+            variant = as_variant(spec)
+            known = keyword_options(cls, skip=("strength", *RUN_SUPPLIED))
+            unknown = [k for k in (*variant.fixed, *variant.defaults) if k not in known]
+            if unknown:
+                raise ValueError(f"variant {name} of {cls.__name__} sets {', '.join(unknown)}, "
+                                 f"not options of its constructor ({', '.join(known)})")
+            methods[name] = Method(name, cls, variant)
     return methods
 
 

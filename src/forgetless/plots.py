@@ -43,7 +43,8 @@ def post_bars(result: dict[str, Any]):
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test accuracy")
     c = result["config"]
-    ax.set_title(f"Even → odd MNIST, protocol {c['protocol']}, EWC λ={c['strength']:g}")
+    kfac = f", K-FAC EWC λ={c['kfac_strength']:g}" if "ewc-kfac" in result["procedures"] else ""
+    ax.set_title(f"Even → odd MNIST, protocol {c['protocol']}, EWC λ={c['strength']:g}{kfac}", fontsize=10)
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     return fig

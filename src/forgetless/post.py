@@ -1,17 +1,19 @@
-"""The blog post's experiment, done right: multi-task, naive, L2 and EWC on even → odd MNIST.
+"""The blog post's experiment, done right: multi-task, naive, L2 and EWC on even → odd MNIST, and a
+row the post did not have: EWC with the Kronecker-factored Fisher (``ewc-kfac``).
 
 Two protocols:
 - ``fair`` (default): every procedure gets the same network (with Dropout(0.5), which the post found
   EWC needs), the same number of epochs per task, and multi-task training the same number of steps
   over the union of both tasks.
 - ``post``: the post's own schedule — 6 epochs for multi-task, 6+6 for naive and L2, 3+9 with
-  Dropout(0.5) for EWC.
+  Dropout(0.5) for EWC (and for K-FAC EWC).
 Differences from the post that are deliberate: a correct per-sample Fisher, the squared L2 anchor,
 dropout really on while training, a fresh Adam per task, and λ chosen on validation data.
 
 The procedures are a table (:data:`PROCEDURES`): a row names a method of :mod:`forgetless.methods`,
 the :class:`PostConfig` field holding its strength (searched on validation data when it is
-``"auto"``) and its schedule under the post's protocol. A sequential row's
+``"auto"``, over the grid in the field its row names: each row its own search, on its own scale),
+its schedule under the post's protocol; its jobs are :mod:`forgetless.post_jobs`. A sequential row's
 regularizer is consolidated once after task A, from the model alone (so not SI, which needs task A's
 training path), and that state is reused for every strength tried. It runs through the shared
 machinery: the λ search of :mod:`forgetless.strength`, the workers of :mod:`forgetless.workers` and
@@ -20,55 +22,39 @@ a run folder of :mod:`forgetless.runs`.
 from __future__ import annotations
 
 import math
-import time
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-import torch
-from torch import nn
-
-from .benchmarks import Benchmark, Split
-from .benchmarks.registry import make_model
+from .benchmarks import Benchmark
 from .methods import METHODS
+from .post_jobs import BENCHMARK, PostJobs, Procedure, Schedule, method_options, steps, union
 from .published import BLOG_POST
-from .regularizers import Regularizer
 from .strength import Search, check_grid, score_or_nan
-from .training import accuracy, adam, train_task
 from .workers import job_runner, workers_that_fit
+
+__all__ = ["BENCHMARK", "PROCEDURES", "PostConfig", "PostJobs", "Procedure", "ROWS", "Schedule", "execute", "run_post"]
 
 PROTOCOLS = ("fair", "post")
 SEARCHES = ("local", "grid")
-BENCHMARK = "seed-split"  # the post's split's command-line name
 # EWC's λ is searched on validation data by default, over quarter decades 10^2.5 … 10^3.75 (316 … 5623):
 # the region where the best λ of every seed 0-4 fell in our measurements (see the README); a winner on
 # the grid's edge is flagged in result.json (`best_at_grid_edge`), and --strength-grid widens it.
 STRENGTH_GRID = tuple(round(10.0 ** (k / 4), 1) for k in range(10, 16))
+# K-FAC EWC's: its method's own grid (quarter decades 5.6 … 178, a fact of the ewc-kfac variant).
+KFAC_STRENGTH_GRID = METHODS["ewc-kfac"].strength_grid
+KFAC_DAMPING = METHODS["ewc-kfac"].options["kfac_damping"].default  # the variant's, 0.3
 
-
-@dataclass(frozen=True)
-class Schedule:
-    epochs_a: int
-    epochs_b: int
-    dropout: float
-
-
-@dataclass(frozen=True)
-class Procedure:
-    """A row of the post's table."""
-
-    name: str                   # its row in result.json and the tables
-    method: str                 # a forgetless.methods name; "joint" is multi-task training on A ∪ B
-    strength: str | None        # the PostConfig field holding its strength (None: the method has none)
-    post_schedule: Schedule     # its epochs and dropout under --protocol post
-    searched: bool = False      # its strength may be "auto": chosen on validation data
-
+FISHER = ("estimator", "fisher_samples")  # the PostConfig fields EWC's rows take
 
 PROCEDURES: tuple[Procedure, ...] = (  # the post's numbers for them: forgetless.published.BLOG_POST
     Procedure("multitask", "joint", None, Schedule(6, 0, 0.0)),
     Procedure("naive", "naive", None, Schedule(6, 6, 0.0)),
     Procedure("l2", "l2", "l2_strength", Schedule(6, 6, 0.0)),
-    Procedure("ewc", "ewc", "strength", Schedule(3, 9, 0.5), searched=True),
+    Procedure("ewc", "ewc", "strength", Schedule(3, 9, 0.5), searched=True, grid="strength_grid", options=FISHER),
+    # not in the post: EWC's schedule under --protocol post
+    Procedure("ewc-kfac", "ewc-kfac", "kfac_strength", Schedule(3, 9, 0.5), searched=True, grid="kfac_strength_grid",
+              options=(*FISHER, "kfac_damping")),
 )
 ROWS = {p.name: p for p in PROCEDURES}
 
@@ -83,13 +69,16 @@ class PostConfig:
     dropout: float = 0.5            # after the hidden layer, every procedure, fair protocol only
     strength: float | str = "auto"  # EWC λ, or "auto": search `strength_grid` on validation data
     l2_strength: float = 1.0        # the post's 0.5·Σ‖θ−θ_A‖² (squared)
-    estimator: str = "exact"        # Fisher estimator
+    kfac_strength: float | str = "auto"  # K-FAC EWC's λ, or "auto": search `kfac_strength_grid`
+    estimator: str = "exact"        # Fisher estimator (EWC and K-FAC EWC)
+    kfac_damping: float = KFAC_DAMPING  # K-FAC EWC's damping (0: undamped)
     fisher_samples: int | None = None  # None: the whole training set of task A
     hidden: int = 128
     batch_size: int = 128
     lr: float = 1e-3
     valid_fraction: float = 0.1     # held out of each task's training data, seeded
     strength_grid: tuple[float, ...] = field(default=STRENGTH_GRID)
+    kfac_strength_grid: tuple[float, ...] = field(default=KFAC_STRENGTH_GRID)
     strength_search: str = "local"  # "local": hill-climb the grid from its middle (see strength.next_to_try); "grid": all of it
 
     def __post_init__(self) -> None:
@@ -107,22 +96,21 @@ class PostConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0 < self.lr < math.inf:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
-        check_grid(self.strength_grid)
+        for p in PROCEDURES:
+            if p.grid is not None:
+                check_grid(getattr(self, p.grid), p.grid)
         if self.strength_search not in SEARCHES:
             raise ValueError(f"unknown strength search {self.strength_search!r}; choose one of {', '.join(SEARCHES)}")
         for p in PROCEDURES:  # the methods check their own options (e.g. the Fisher estimator)
-            METHODS[p.method].build(None, method_options(self, p), seed=0)
+            try:
+                METHODS[p.method].build(None, method_options(self, p), seed=0)
+            except ValueError as err:
+                raise ValueError(f"procedure {p.name}: {err}") from None
 
 
 def _check_strength(name: str, value: float | str, searched: bool) -> None:
     if (isinstance(value, str) and (value != "auto" or not searched)) or (not isinstance(value, str) and not 0 <= value < math.inf):
         raise ValueError(f"{name} must be a finite number >= 0{' or auto' if searched else ''}, got {value!r}")
-
-
-def method_options(config: PostConfig, procedure: Procedure) -> dict[str, Any]:
-    """The options of a row's method that PostConfig sets (e.g. the Fisher's for EWC)."""
-    names = {f.name for f in fields(PostConfig)}
-    return {k: getattr(config, k) for k in METHODS[procedure.method].options if k in names}
 
 
 def schedules(config: PostConfig) -> dict[str, Schedule]:
@@ -138,78 +126,8 @@ def _joint(p: Procedure) -> bool:
     return METHODS[p.method].joint
 
 
-def _steps(split: Split, epochs: int, batch_size: int) -> int:
-    return epochs * math.ceil(len(split) / batch_size)
-
-
-def _union(a: Split, b: Split) -> Split:
-    return Split(torch.cat([a.x, b.x]), torch.cat([a.y, b.y]))
-
-
-class PostJobs:
-    """The jobs of the post's experiment: task A, multi-task, and one task-B run per procedure (and
-    per λ tried). Jobs depend on each other only through what they return (task A's model and the
-    regularizers' states go into the task-B jobs), and every one seeds its own randomness, so they
-    can run in any order or process."""
-
-    def __init__(self, config: PostConfig, bench: Benchmark, on_step: Callable[[], None] | None = None):
-        self.config, self.bench, self.on_step = config, bench, on_step
-        self.task_a, self.task_b = bench.tasks
-
-    def new_model(self, dropout: float) -> nn.Module:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.config.seed)  # same initial weights for every procedure
-            return make_model(BENCHMARK, self.bench, hidden=(self.config.hidden,), dropout=dropout)
-
-    def train(self, model: nn.Module, data: Split, epochs: int, label: str, reg: Regularizer | None = None, salt: int = 0) -> None:
-        c = self.config
-        generator = torch.Generator().manual_seed(c.seed * 1000 + salt)
-        optimizer = adam(model, c.lr)  # fresh per task, unlike the post
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(c.seed * 1000 + salt)  # dropout masks: the same whatever ran before
-            train_task(model, data, steps=_steps(data, epochs, c.batch_size), batch_size=c.batch_size,
-                       optimizer=optimizer, generator=generator, regularizer=reg, label=label, on_step=self.on_step)
-
-    def regularizer(self, name: str, strength: float) -> Regularizer | None:
-        p = ROWS[name]
-        return METHODS[p.method].build(strength if p.strength else None, method_options(self.config, p), self.config.seed)
-
-    def task_a_phase(self, schedule: Schedule, names: tuple[str, ...]) -> dict[str, Any]:
-        """Train on task A; the state of each named row's regularizer consolidated there (it does not
-        depend on the strength, so it is computed once for every strength tried)."""
-        start = time.perf_counter()
-        model = self.new_model(schedule.dropout)
-        self.train(model, self.task_a.train, schedule.epochs_a, "task A", salt=1)
-        states = {}
-        for name in names:
-            reg = self.regularizer(name, 1.0)
-            reg.consolidate(model, (self.task_a.train.x, self.task_a.train.y))
-            states[name] = reg.state_dict()
-        return {"model": model.state_dict(), "states": states, "seconds": round(time.perf_counter() - start, 3)}
-
-    def multitask(self, schedule: Schedule) -> dict[str, Any]:
-        start = time.perf_counter()
-        model = self.new_model(schedule.dropout)
-        self.train(model, _union(self.task_a.train, self.task_b.train), schedule.epochs_a, "multitask", salt=3)
-        return self.outcome(model, schedule, None, start)
-
-    def task_b_phase(self, name: str, schedule: Schedule, after_a: dict[str, Any], strength: float | None = None) -> dict[str, Any]:
-        """Procedure ``name`` at ``strength`` from task A's state through task B."""
-        start = time.perf_counter()
-        model = self.new_model(schedule.dropout)
-        model.load_state_dict(after_a["model"])
-        reg = None if strength is None else self.regularizer(name, strength)
-        if reg is not None:
-            reg.load_state_dict(after_a["states"][name])
-        label = f"{name} λ={strength:g}, task B" if reg is not None else f"{name}, task B"
-        self.train(model, self.task_b.train, schedule.epochs_b, label, reg, salt=2)
-        return self.outcome(model, schedule, reg, start)
-
-    def outcome(self, model: nn.Module, schedule: Schedule, reg: Regularizer | None, start: float) -> dict[str, Any]:
-        scores = {split: {t.name: accuracy(model, getattr(t, split)) for t in self.bench.tasks} for split in ("test", "valid")}
-        return {"accuracy": scores["test"], "valid_accuracy": scores["valid"], "schedule": asdict(schedule),
-                "seconds": round(time.perf_counter() - start, 3),
-                "hyperparameters": reg.hyperparameters() if reg is not None else {}}
+def _search(config: PostConfig, procedure: Procedure) -> Search:
+    return Search(getattr(config, procedure.grid), local=config.strength_search == "local")
 
 
 def first_strengths(config: PostConfig, procedure: Procedure) -> tuple[float | None, ...]:
@@ -220,7 +138,7 @@ def first_strengths(config: PostConfig, procedure: Procedure) -> tuple[float | N
     value = getattr(config, procedure.strength)
     if value != "auto":
         return (float(value),)
-    return tuple(Search(config.strength_grid, local=config.strength_search == "local").first())
+    return tuple(_search(config, procedure).first())
 
 
 def steps_total(config: PostConfig, bench: Benchmark) -> int:
@@ -228,10 +146,10 @@ def steps_total(config: PostConfig, bench: Benchmark) -> int:
     :func:`run_post`'s ``on_more``)."""
     a, b = (t.train for t in bench.tasks)
     plan = schedules(config)
-    total = sum(_steps(_union(a, b), plan[p.name].epochs_a, config.batch_size) for p in PROCEDURES if _joint(p))
+    total = sum(steps(union(a, b), plan[p.name].epochs_a, config.batch_size) for p in PROCEDURES if _joint(p))
     sequential = [p for p in PROCEDURES if not _joint(p)]
-    total += sum(_steps(a, epochs, config.batch_size) for epochs, _ in {_key(plan[p.name]) for p in sequential})
-    return total + sum(len(first_strengths(config, p)) * _steps(b, plan[p.name].epochs_b, config.batch_size)
+    total += sum(steps(a, epochs, config.batch_size) for epochs, _ in {_key(plan[p.name]) for p in sequential})
+    return total + sum(len(first_strengths(config, p)) * steps(b, plan[p.name].epochs_b, config.batch_size)
                        for p in sequential)
 
 
@@ -252,8 +170,7 @@ def run_post(config: PostConfig, bench: Benchmark, on_step: Callable[[], None] |
                                          for t in (split.x, split.y)])
     plan = schedules(config)
     sequential = sorted((p for p in PROCEDURES if not _joint(p)), key=lambda p: not p.searched)  # searches start first
-    searches = {p.name: Search(config.strength_grid, local=config.strength_search == "local")
-                for p in sequential if p.strength and getattr(config, p.strength) == "auto"}
+    searches = {p.name: _search(config, p) for p in sequential if p.strength and getattr(config, p.strength) == "auto"}
     runs: dict[tuple[str, float | None], Future] = {}
     tried: dict[Future, tuple[str, float]] = {}  # a search's runs: (row, strength)
 
@@ -261,7 +178,7 @@ def run_post(config: PostConfig, bench: Benchmark, on_step: Callable[[], None] |
         valid = runs[name, strength].result()["valid_accuracy"]
         return sum(valid.values()) / len(valid)
 
-    with job_runner(PostJobs, (config, bench), workers=workers, on_step=on_step) as jobs:
+    with job_runner(PostJobs, (config, bench, ROWS), workers=workers, on_step=on_step) as jobs:
         groups: dict[tuple[int, float], list[Procedure]] = {}
         for p in sequential:
             groups.setdefault(_key(plan[p.name]), []).append(p)
@@ -290,7 +207,7 @@ def run_post(config: PostConfig, bench: Benchmark, on_step: Callable[[], None] |
                     name, strength = tried[done]
                     more = searches[name].record(strength, score_or_nan(lambda s: score(name, s), strength))
                     if more and on_more is not None:
-                        on_more(len(more) * _steps(bench.tasks[1].train, plan[name].epochs_b, config.batch_size))
+                        on_more(len(more) * steps(bench.tasks[1].train, plan[name].epochs_b, config.batch_size))
                     start(name, more, after[name])
         jobs.wait_all([*joint.values(), *runs.values()])
     return _result(config, joint, runs, searches, task_a, workers)
@@ -307,8 +224,8 @@ def _result(config: PostConfig, joint: dict[str, Future], runs: dict, searches: 
             continue
         search = searches[p.name].result() if p.name in searches else None
         strength = search.best if search else first_strengths(config, p)[0]
-        if search:
-            search_records[f"{p.strength}_search"] = search.as_dict()
+        if p.searched:
+            search_records[f"{p.strength}_search"] = search.as_dict() if search else None
         if p.strength is not None:
             resolved[p.strength] = strength
         if p.searched:
@@ -320,6 +237,8 @@ def _result(config: PostConfig, joint: dict[str, Future], runs: dict, searches: 
         "strength_search": search_records.pop("strength_search", None),
         **search_records,
         "task_a_seconds": {f"{e} epochs, dropout {d:g}": f.result()["seconds"] for f, (e, d) in task_a.items()},
+        # each row's consolidation after task A (EWC's Fisher, K-FAC's factors), done once for every λ tried
+        "consolidate_seconds": {name: s for f in task_a for name, s in f.result()["consolidate_seconds"].items()},
         "workers": workers,
         "post": {p.name: dict(zip("AB", BLOG_POST[p.name])) for p in PROCEDURES if p.name in BLOG_POST},
         "selection": "hyperparameters chosen on validation data held out of the training sets; accuracies are on the MNIST test set",

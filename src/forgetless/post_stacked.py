@@ -5,7 +5,7 @@ Every strength a row tries starts from the same task-A model and the same regula
 alike (``PostJobs.train``): only λ differs. So the K jobs of :meth:`PostJobs.task_b_phase` are one
 stacked job, :func:`task_b_phases`, which returns what they return, up to float rounding.
 
-``jobs`` is a ``forgetless.post.PostJobs`` (not imported here: ``post`` may import this module).
+``jobs`` is a ``forgetless.post_jobs.PostJobs`` (not imported here: ``post`` may import this module).
 """
 from __future__ import annotations
 

@@ -18,23 +18,34 @@ def post_table(result: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+# the searched rows of `forgetless seed`: (row, its strength's config key, its name in text, its grid's flag)
+POST_SEARCHED = (("ewc", "strength", "EWC", "--strength-grid"), ("ewc-kfac", "kfac_strength", "K-FAC EWC", "--kfac-strength-grid"))
+
+
 def post_report(result: dict[str, Any]) -> str:
     c = result["config"]
+    rows = [(row, key, text, flag) for row, key, text, flag in POST_SEARCHED if row in result["procedures"]]
+    strengths = "; ".join(f"{text} λ = {c[key]:g} ({c[f'{key}_source']})" for _, key, text, _ in rows)
+    damping = result["procedures"].get("ewc-kfac", {}).get("hyperparameters", {}).get("kfac_damping")
     lines = [
         "# forgetless seed: the post's experiment, even digits (A) then odd digits (B)",
         "",
         post_table(result),
         "",
-        f"Protocol `{c['protocol']}`, seed {c['seed']}, EWC λ = {c['strength']:g} ({c['strength_source']}), "
-        f"Fisher estimator `{c['estimator']}`, L2 λ = {c['l2_strength']:g}.",
+        f"Protocol `{c['protocol']}`, seed {c['seed']}, Fisher estimator `{c['estimator']}`, L2 λ = {c['l2_strength']:g}; "
+        f"{strengths}" + (f"; K-FAC damping {damping:g}." if damping is not None else "."),
         f"Data: {result.get('data_source', '?')}. {result['selection'].capitalize()}.",
     ]
-    if result.get("strength_search"):
-        lines += search_table(result["strength_search"], "EWC strength search (mean validation accuracy over A and B)", "λ")
+    memory = [(text, result["procedures"][row].get("memory")) for row, _, text, _ in rows]
+    lines += [""] + [memory_line(m, f"after task A ({text})") for text, m in memory if m]
+    for row, key, text, flag in rows:
+        if result.get(f"{key}_search"):
+            lines += search_table(result[f"{key}_search"], f"{text} strength search (mean validation accuracy over A and B)",
+                                  "λ", flag)
     return "\n".join(lines) + "\n"
 
 
-def search_table(search: dict[str, Any], title: str, symbol: str) -> list[str]:
+def search_table(search: dict[str, Any], title: str, symbol: str, flag: str = "--strength-grid") -> list[str]:
     """Markdown lines: the validation score of every strength tried, the winner, and a grid-edge warning."""
     lines = ["", f"{title}:", "", f"| {symbol} | validation |", "|---|---|"]
     untried = set(search.get("not_tried", ()))
@@ -42,7 +53,7 @@ def search_table(search: dict[str, Any], title: str, symbol: str) -> list[str]:
         cell = f"{score:.4f}" if score is not None else "not needed (local search)" if strength in untried else "diverged"
         lines.append(f"| {strength:g} | {cell}{' ← chosen' if strength == search['best'] else ''} |")
     if search.get("best_at_grid_edge"):
-        lines += ["", "The chosen value is at the edge of the grid: a wider grid (--strength-grid) may do better."]
+        lines += ["", f"The chosen value is at the edge of the grid: a wider grid ({flag}) may do better."]
     return lines
 
 
@@ -122,6 +133,34 @@ def run_report(result: dict[str, Any]) -> str:
               "| after \\ on | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for name, row in zip(names, result["mean_accuracy_matrix"]):
         lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+    if result.get("regularizer_memory"):
+        lines += ["", memory_line(result["regularizer_memory"], "after the last task")]
     if result.get("strength_search"):
         lines += search_table(result["strength_search"], "Strength search (validation average accuracy, first seed)", "strength")
     return "\n".join(lines) + "\n"
+
+
+def memory_line(memory: dict[str, dict[str, Any]], when: str) -> str:
+    """One line: the regularizer's state in bytes, against the parameters it protects, and its structures.
+
+    Example:
+        >>> memory_line({"fc": {"structure": "kfac", "state_bytes": 3000, "parameter_bytes": 1000},
+        ...              "out": {"structure": "diagonal", "state_bytes": 80, "parameter_bytes": 40}}, "after task A")
+        "The method's state after task A: 3.0 KiB, 2.96x the 1.0 KiB of parameters it protects (kfac: fc; diagonal: out)."
+    """
+    state = sum(m["state_bytes"] for m in memory.values())
+    params = sum(m["parameter_bytes"] for m in memory.values())
+    kinds: dict[str, list[str]] = {}
+    for module, m in memory.items():
+        kinds.setdefault(m["structure"], []).append(module or "(the model)")
+    ratio = f"{state / params:.2f}x" if params else "n/a"
+    structures = "; ".join(f"{k}: {', '.join(v)}" for k, v in kinds.items())
+    return (f"The method's state {when}: {_size(state)}, {ratio} the {_size(params)} of parameters it protects "
+            f"({structures}).")
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"

@@ -291,7 +291,7 @@ def run_configs(methods: Sequence[str], *layers: Mapping[str, Any]) -> list[RunC
         >>> run_configs(["naive", "si"], {"decay": 0.5})
         Traceback (most recent call last):
         ...
-        forgetless.config.ConfigError: decay is used by none of the methods compared (naive, si); it is a setting of method online-ewc
+        forgetless.config.ConfigError: decay is used by none of the methods compared (naive, si); it is a setting of method online-ewc, method online-ewc-kfac
     """
     if not methods:
         raise ConfigError("give at least one method")

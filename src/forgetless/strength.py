@@ -77,10 +77,10 @@ def next_to_try(grid: Sequence[float], scores: Mapping[float, float]) -> list[fl
     return [grid[j] for j in (i - 1, i + 1) if 0 <= j < len(grid) and grid[j] not in scores]
 
 
-def check_grid(grid: Sequence[float]) -> None:
-    """A strength grid is a non-empty list of finite strengths >= 0 (ValueError otherwise)."""
+def check_grid(grid: Sequence[float], name: str = "strength_grid") -> None:
+    """A strength grid (the setting ``name``) is a non-empty list of finite strengths >= 0 (ValueError otherwise)."""
     if not grid or not all(0 <= v < math.inf for v in grid):
-        raise ValueError(f"strength_grid must list finite strengths >= 0, got {list(grid)}")
+        raise ValueError(f"{name} must list finite strengths >= 0, got {list(grid)}")
 
 
 class Search:

@@ -26,6 +26,7 @@ Which parameters are protected, the same in every method:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 import torch
@@ -63,6 +64,41 @@ def add_per_parameter(old: Mapping[str, Tensor], new: Mapping[str, Tensor]) -> d
     return {**old, **{name: old[name] + t if name in old else t for name, t in new.items()}}
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A command-line method made of a regularizer class (an entry of its ``variants``).
+
+    Attributes:
+        fixed: constructor options set for good; they are no longer settings of the method
+            (e.g. ``{"structure": "kfac"}``).
+        defaults: constructor options that stay settings of the method, with the variant's own
+            default (e.g. ``{"kfac_damping": 0.3}``).
+        strength: its default strength (None: the class's).
+        strength_grid: the strengths ``--strength auto`` tries (None: the class's), when the
+            variant's penalty is on another scale than the class's.
+
+    Example:
+        >>> Variant(fixed={"structure": "kfac"}, strength=31.6).defaults
+        {}
+    """
+
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    strength: float | None = None
+    strength_grid: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        strengths = [*([] if self.strength is None else [self.strength]), *(self.strength_grid or ())]
+        if self.strength_grid == () or not all(0 <= float(v) < float("inf") for v in strengths):
+            raise ValueError(f"a variant's strength and strength grid are finite numbers >= 0, got "
+                             f"{self.strength!r} and {self.strength_grid!r}")
+
+
+def as_variant(spec: Mapping[str, Any] | Variant) -> Variant:
+    """A ``variants`` entry as a :class:`Variant`: a plain mapping is the options it fixes."""
+    return spec if isinstance(spec, Variant) else Variant(fixed=dict(spec))
+
+
 class Regularizer:
     """Base class: a penalty that protects what earlier tasks learned.
 
@@ -72,7 +108,8 @@ class Regularizer:
     with the declarations below (see :mod:`.state_check`).
 
     A method's facts live on its class, and the runner (``forgetless run``, configs, sweeps) reads
-    them from there: ``name`` (its command-line name), ``strength_grid``, ``choices``, ``variants``,
+    them from there: ``name`` (its command-line name), ``strength_grid``, ``choices``, ``variants``
+    (more command-line methods made of the class, each a mapping of fixed options or a :class:`Variant`),
     and the constructor: ``strength`` first, its default the method's default strength; every
     other keyword parameter with a default is a hyperparameter (a config key and a flag, its help
     taken from the class docstring's ``Args:``), except ``seed``, which receives the run's seed.
@@ -83,8 +120,9 @@ class Regularizer:
     strength_grid: ClassVar[tuple[float, ...]] = ()
     # Allowed values of constructor options that take a name, e.g. {"estimator": ESTIMATORS}.
     choices: ClassVar[Mapping[str, tuple[str, ...]]] = {}
-    # More command-line methods made of this class with some options fixed, e.g. {"ewc-kfac": {"structure": "kfac"}}.
-    variants: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    # More command-line methods made of this class: name -> the options it fixes (a mapping), or a Variant
+    # (options fixed, others with new defaults, its own default strength and grid); see EWC.variants.
+    variants: ClassVar[Mapping[str, Mapping[str, Any] | Variant]] = {}
     _state_keys: ClassVar[tuple[str, ...]] = ()
     _scalar_keys: ClassVar[tuple[str, ...]] = ()
     # groups whose entry for a parameter has its shape; None: every group in _state_keys
@@ -155,6 +193,32 @@ class Regularizer:
     def hyperparameters(self) -> dict[str, Any]:
         """Every resolved setting, for results files."""
         raise NotImplementedError
+
+    def memory(self) -> dict[str, dict[str, int | str]]:
+        """Per module (a parameter's name up to its last dot): the structure of its state, the bytes of
+        state kept for it and the bytes of its protected parameters, for results files.
+
+        Here every state group holds one tensor per parameter; EWC and online EWC with
+        ``structure="kfac"`` count their Kronecker factors too.
+
+        Example:
+            >>> import torch, forgetless
+            >>> l2 = forgetless.L2(strength=1.0)
+            >>> l2.consolidate(torch.nn.Linear(4, 3))
+            >>> l2.memory()   # its anchor: weight (3x4) and bias (3), float32
+            {'': {'structure': 'diagonal', 'state_bytes': 60, 'parameter_bytes': 60}}
+        """
+        out: dict[str, dict[str, int | str]] = {}
+        sizes: dict[str, int] = {}
+        for key in self._state_keys:
+            for name, tensor in getattr(self, key).items():
+                entry = out.setdefault(name.rpartition(".")[0],
+                                       {"structure": "diagonal", "state_bytes": 0, "parameter_bytes": 0})
+                entry["state_bytes"] += tensor.numel() * tensor.element_size()
+                sizes[name] = tensor.numel() * tensor.element_size()
+        for name, size in sizes.items():
+            out[name.rpartition(".")[0]]["parameter_bytes"] += size
+        return out
 
     # --- helpers ---------------------------------------------------------------------
     @staticmethod

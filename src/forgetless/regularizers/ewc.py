@@ -21,9 +21,9 @@ from torch import Tensor, nn
 
 from ..kronecker import KroneckerTerm, kronecker_penalty
 from ..quadratic import merge_quadratic, quadratic_penalty
-from .base import Batches, OutputTransform, Regularizer, model_parameters, snapshot
-from .kronecker_state import (anchors_by_name, layer_memory, layer_params, model_problem, protected_state_problem,
-                              read_terms)
+from .base import Batches, OutputTransform, Regularizer, Variant, model_parameters, snapshot
+from .kronecker_state import (KFAC_DAMPING, KFAC_STRENGTH, KFAC_STRENGTH_GRID, anchors_by_name, layer_memory,
+                              layer_params, model_problem, protected_state_problem, read_terms)
 from .options import check_seed, check_strength
 from .task_fisher import FISHER_CHOICES, check_fisher_options, check_structure_options, task_fisher
 
@@ -69,6 +69,10 @@ class EWC(Regularizer):
     name = "ewc"
     strength_grid = tuple(10.0**k for k in range(0, 9))
     choices = FISHER_CHOICES
+    # `--method ewc-kfac`: the Kronecker-factored structure, damped (the damping stays a setting), on its
+    # own strength scale (see kronecker_state.KFAC_DAMPING for where the numbers come from)
+    variants = {"ewc-kfac": Variant(fixed={"structure": "kfac"}, defaults={"kfac_damping": KFAC_DAMPING},
+                                    strength=KFAC_STRENGTH, strength_grid=KFAC_STRENGTH_GRID)}
     _state_keys = ("importance", "anchor", "kfac_in", "kfac_out", "kfac_anchor")
     _scalar_keys = ("constant",)
     _param_shaped_keys = ("importance", "anchor")

@@ -48,8 +48,9 @@ from torch import Tensor, nn
 
 from ..kronecker import KroneckerTerm, kronecker_penalty, merge_kronecker
 from ..quadratic import quadratic_penalty
-from .base import Batches, OutputTransform, Regularizer, add_per_parameter, model_parameters, snapshot
-from .kronecker_state import layer_memory, layer_params, model_problem, protected_state_problem, read_terms
+from .base import Batches, OutputTransform, Regularizer, Variant, add_per_parameter, model_parameters, snapshot
+from .kronecker_state import (KFAC_DAMPING, KFAC_STRENGTH, KFAC_STRENGTH_GRID, layer_memory, layer_params,
+                              model_problem, protected_state_problem, read_terms)
 from .options import check_number, check_seed, check_strength
 from .task_fisher import FISHER_CHOICES, check_fisher_options, check_structure_options, task_fisher
 
@@ -95,6 +96,12 @@ class OnlineEWC(Regularizer):
     name = "online-ewc"
     strength_grid = tuple(10.0**k for k in range(0, 9))
     choices = FISHER_CHOICES
+    # `--method online-ewc-kfac`: as EWC's ewc-kfac, with merged factors by default: one Kronecker product
+    # per layer, so state and step cost stay one task's, the point of online EWC (Ritter et al.'s exact
+    # separate terms: --factor-sum separate)
+    variants = {"online-ewc-kfac": Variant(fixed={"structure": "kfac"},
+                                           defaults={"kfac_damping": KFAC_DAMPING, "factor_sum": "merged"},
+                                           strength=KFAC_STRENGTH, strength_grid=KFAC_STRENGTH_GRID)}
     _state_keys = ("importance", "anchor", "kfac_in", "kfac_out", "kfac_anchor")
     _param_shaped_keys = ("importance", "anchor", "kfac_anchor")
     # what _consolidated_keys = ("anchor", "importance") would say, with the Kronecker terms counted as
