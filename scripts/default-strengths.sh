@@ -8,8 +8,14 @@
 # (the table in src/forgetless/defaults.py cites those files). A search already copied is skipped, so
 # the script resumes; one process, niced (the machine is shared).
 #
+# `verify` checks a default once it is in src/forgetless/defaults.py: `forgetless run` with no --strength
+# (so the run uses the default and says so in result.json's strength_source) on other seeds than the
+# search's (VERIFY_SEEDS, 7-8 unless set; no test names them), its result.json copied to
+# results/default-strengths/verify-<benchmark>-<scenario>_<method>.json (tests/test_defaults.py reads it).
+#
 #   scripts/default-strengths.sh            # all of them, one after another
 #   scripts/default-strengths.sh split-mnist task ewc  # one
+#   scripts/default-strengths.sh verify split-mnist task ewc
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -21,11 +27,26 @@ search() {  # benchmark scenario method grid
     local name="$1-$2_$3"
     [[ -f "$OUT/$name.json" ]] && { echo "have $OUT/$name.json"; return; }
     echo "$(date +%T) searching $name over $4"
-    nice -n 10 $FORGETLESS --threads 1 run --benchmark "$1" --scenario "$2" --method "$3" --seeds 0 \
+    nice -n 19 $FORGETLESS --threads 1 run --benchmark "$1" --scenario "$2" --method "$3" --seeds 0 \
         --strength auto --strength-grid "$4" --out "runs/default-strengths/$name" --overwrite > /dev/null
     cp "runs/default-strengths/$name/result.json" "$OUT/$name.json"
     echo "$(date +%T) done $name: $(python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['strength_search']; print('best', s['best'], '(grid edge)' if s['best_at_grid_edge'] else '')" "$OUT/$name.json")"
 }
+
+verify() {  # benchmark scenario method
+    local name="verify-$1-$2_$3" seeds="${VERIFY_SEEDS:-7-8}"
+    [[ -f "$OUT/$name.json" ]] && { echo "have $OUT/$name.json"; return; }
+    echo "$(date +%T) verifying the default of $1-$2_$3 on seeds $seeds"
+    nice -n 19 $FORGETLESS --threads 1 run --benchmark "$1" --scenario "$2" --method "$3" --seeds "$seeds" \
+        --out "runs/default-strengths/$name" --overwrite > /dev/null
+    cp "runs/default-strengths/$name/result.json" "$OUT/$name.json"
+    echo "$(date +%T) done $name: $(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); m=r['metrics']['average_accuracy']; print(r['strength_source'], '| test average accuracy', m)" "$OUT/$name.json")"
+}
+
+if [[ "${1:-}" == verify ]]; then
+    shift; [[ $# -eq 3 ]] || { echo "usage: $0 verify BENCHMARK SCENARIO METHOD"; exit 2; }
+    verify "$@"; exit 0
+fi
 
 ALL=(
   # split MNIST, task-incremental (earlier choices: EWC 1e5, online EWC 1e6, SI 10)
