@@ -94,3 +94,38 @@ def test_a_run_says_when_the_strength_is_given_or_a_global_default(data_dir, tmp
     assert "global default of mas (1): no validation search committed for permuted-mnist/domain" in report
     result, report = _run(data_dir, tmp_path / "given", "--method", "ewc", "--strength", "5")
     assert result["config"]["strength"] == 5.0 and result["strength_source"] == "given" and "strength 5.0 (given)" in report
+
+
+VERIFIED = sorted((ROOT / "results" / "default-strengths").glob("verify-*.json"))
+TASK_IL = [("split-mnist", "task", method) for method in ("ewc", "online-ewc", "si")]
+
+
+def _final_average(result) -> list[float]:
+    """Per seed, the mean of the last row of R (test average accuracy after the last task)."""
+    return [sum(run["accuracy_matrix"][-1]) / len(run["accuracy_matrix"][-1]) for run in result["seeds"]]
+
+
+@pytest.mark.parametrize("path", VERIFIED, ids=lambda p: p.stem)
+def test_a_verification_ran_with_the_default_on_seeds_its_search_did_not_use(path):
+    result = json.loads(path.read_text())
+    config = result["config"]
+    key = (config["benchmark"], config["scenario"], config["method"])
+    assert path.name == f"verify-{key[0]}-{key[1]}_{key[2]}.json"
+    chosen = DEFAULTS[key]
+    assert config["strength"] == chosen.strength and config.get("strength_grid") is None
+    assert result["strength_source"].startswith(f"default for {key[0]}/{key[1]} from {chosen.files[0]}")
+    searched = {s for name in chosen.files for s in json.loads((ROOT / name).read_text())["config"]["seeds"]}
+    assert len(config["seeds"]) >= 2 and not set(config["seeds"]) & searched
+    assert result["metrics"]["average_accuracy"]["mean"] == pytest.approx(sum(_final_average(result)) / len(config["seeds"]))
+
+
+@pytest.mark.parametrize("key", TASK_IL, ids="/".join)
+def test_task_il_split_mnist_defaults_reach_097_on_unsearched_seeds(key):
+    """Issue 11's bar for a newcomer: no --strength, task-IL split MNIST, ≥ 0.97 test average accuracy."""
+    path = ROOT / "results" / "default-strengths" / f"verify-{key[0]}-{key[1]}_{key[2]}.json"
+    assert key in DEFAULTS and path.is_file(), f"no default or no verification for {key}: {SEARCHES_HELP}"
+    result = json.loads(path.read_text())
+    assert sum(_final_average(result)) / len(result["seeds"]) >= 0.97
+
+
+SEARCHES_HELP = "scripts/default-strengths.sh split-mnist task M, a row in DEFAULTS, then scripts/default-strengths.sh verify split-mnist task M"

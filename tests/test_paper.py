@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from forgetless.paper import cells, compact, compact_json, read_runs, summary_of, table_markdown
+from forgetless.paper import beyond, cells, compact, compact_json, read_runs, summary_of, table_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = {"benchmark": "split-mnist", "scenario": "task", "strength_grid": None, "iterations": 2000}
@@ -119,3 +119,14 @@ def test_the_script_copies_finished_runs_and_never_drops_a_method(tmp_path, monk
 def test_the_committed_table_is_what_the_committed_runs_give():
     text, _ = _script().build()
     assert (ROOT / "results" / "vandeven2019" / "table.md").read_text() == text
+
+
+def test_every_cell_beyond_2_se_in_the_committed_table_is_explained_in_the_readme():
+    script = _script()
+    _, rows = script.build()
+    readme = (ROOT / "results" / "vandeven2019" / "README.md").read_text()
+    assert f"## {script.GAPS}" in readme
+    section = readme.split(f"## {script.GAPS}")[1].split("\n## ")[0]
+    for cell in beyond(rows):
+        protocol, name = cell.split(" (")[0].split(": ")
+        assert f"**{protocol}: {name}**" in section, f"{cell}: not in README.md, {script.GAPS!r}"

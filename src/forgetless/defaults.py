@@ -67,6 +67,9 @@ def _permuted(method: str, strength: float, tried: Mapping[float, str]) -> Chose
 
 # (benchmark, scenario, method) -> the chosen default
 DEFAULTS: dict[tuple[str, str, str], Chosen] = {
+    ("split-mnist", "task", "ewc"): _searched("split-mnist", "task", "ewc", 1e6),
+    ("split-mnist", "task", "online-ewc"): _searched("split-mnist", "task", "online-ewc", 1e6),
+    ("split-mnist", "task", "si"): _searched("split-mnist", "task", "si", 10.0),
     ("permuted-mnist", "domain", "ewc"): _permuted("ewc", 100.0, {100.0: "", 10.0: "-lambda10", 1000.0: "-lambda1000"}),
     ("permuted-mnist", "domain", "online-ewc"): _permuted("online-ewc", 100.0, {100.0: "", 1000.0: "-lambda1000"}),
 }

@@ -153,6 +153,30 @@ def table_markdown(rows: Sequence[Mapping[str, Any]], protocols: Sequence[str], 
     return "\n".join(lines) + "\n"
 
 
+def beyond(rows: Sequence[Mapping[str, Any]], limit: float = 2.0) -> list[str]:
+    """The cells of :func:`cells` whose measurement is more than ``limit`` combined standard errors from the
+    published mean, or whose standard error is unknown (one seed), named ``<protocol>: <benchmark>/<scenario>/<method>``
+    with the difference: the cells a reader must be told the reason for.
+
+    Example:
+        >>> c = {"benchmark": "split-mnist", "scenario": "task", "method": "naive", "strength": None}
+        >>> runs = [(c | {"seeds": [s]}, [[1.0, 0.5], [a, a]], str(s)) for s, a in ((1, 0.99), (2, 0.98))]
+        >>> beyond(cells({"theirs": runs}))    # 98.5 ± 0.5 vs 87.19 ± 0.94: 11.31 / √(0.5² + 0.94²) = 10.62
+        ['theirs: split-mnist/task/naive (+11.31 points, +10.62 SE)']
+        >>> beyond(cells({"theirs": runs[:1]}))
+        ['theirs: split-mnist/task/naive (+11.81 points, SE unknown: our SEM unknown (1 seed))']
+    """
+    out = []
+    for r in rows:
+        for protocol, row in r["protocols"].items():
+            diff = row["published"]
+            z = diff["z"]
+            if z is None or abs(z) > limit:
+                said = f"{z:+.2f} SE" if z is not None else f"SE unknown: {diff['note']}"
+                out.append(f"{protocol}: {r['benchmark']}/{r['scenario']}/{r['method']} ({diff['difference']:+.2f} points, {said})")
+    return out
+
+
 def summary_of(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The rows as plain JSON: the published cell and, per protocol, ours (in percent), the seeds and the difference."""
     def ours(row: Mapping[str, Any]) -> dict[str, Any]:
