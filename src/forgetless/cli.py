@@ -125,7 +125,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                  overwrite=args.overwrite, progress=progress)
     for name, stat in result["metrics"].items():
         print(f"{name:>24}: {pm(stat)}")
-    files = "config.json, result.json, metrics.csv, report.md, accuracy_matrix.png, task_curves.png"
+    files = "config.json, result.json, metrics.csv, report.md, accuracy_matrix.png, task_curves.png, loss_curves.png"
     print(f"Reused the finished run in {out}" if reused else f"Wrote {out}/{files}")
     return 0
 

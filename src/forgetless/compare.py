@@ -9,9 +9,10 @@ from typing import Any, Callable, Sequence
 from .experiment import BenchmarkFactory, Progress, execute
 from .files import write_atomic, write_json
 from .published import SOURCES, published
-from .report import pm
+from .report import key_cells, pm
 from .run_config import RunConfig
 from .runs import Interrupted, check_usable, claimed, reusable
+from .stats import over_seeds
 
 
 def compare(
@@ -55,6 +56,9 @@ def compare_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             "average_accuracy": m["average_accuracy"], "average_forgetting": m["average_forgetting"],
             "backward_transfer": m["backward_transfer"], "forward_transfer": m.get("forward_transfer"),
             "published_average_accuracy": ref,
+            # the loss (lower is better): mean over tasks and each task's after the last one (absent in old runs)
+            "average_loss": m.get("average_loss"), "loss_forgetting": m.get("loss_forgetting"),
+            "final_loss": dict(zip(result["task_names"], result["mean_loss_matrix"][-1])) if "mean_loss_matrix" in result else None,
         })
     return rows
 
@@ -71,7 +75,26 @@ def compare_report(results: dict[str, dict[str, Any]]) -> str:
         lines.append(f"| {r['method']} | {strength} | {r['seeds']} | {pm(r['average_accuracy'])} | "
                      f"{pm(r['average_forgetting'])} | {pm(r['backward_transfer'])} | {fwt} | {ref} |")
     lines += ["", f"Published: {SOURCES['vandeven2019']}, mean over 20 runs, where the paper reports the cell."]
+    if all(r.get("loss_per") == "byte" for r in results.values()):
+        lines += loss_table(results)
     return "\n".join(lines) + "\n"
+
+
+def loss_table(results: dict[str, dict[str, Any]]) -> list[str]:
+    """A language model's methods by test loss (nats per byte, lower is better): each task's just after
+    learning it and after the last task, mean ± SEM over seeds."""
+    cells = key_cells(next(iter(results.values()))["task_names"])
+    lines = ["", "Test loss in nats per byte (mean ± SEM over seeds; lower is better):", "",
+             "| method | strength | seeds | " + " | ".join(c[0] for c in cells) + " | loss forgetting |",
+             "|---" * (len(cells) + 4) + "|"]
+    for method, result in results.items():
+        strength = result["config"]["strength"]
+        stats = [over_seeds([s["loss_matrix"][t][k] for s in result["seeds"]]) for _, t, k in cells]
+        forgetting = result["metrics"]["loss_forgetting"]
+        lines.append(f"| {method} | {'' if strength is None else f'{strength:g}'} | {len(result['seeds'])} | "
+                     + " | ".join(f"{s['mean']:.3f} ± {s['sem']:.3f}" for s in stats)
+                     + f" | {forgetting['mean']:.3f} ± {forgetting['sem']:.3f} |")
+    return lines
 
 
 def write_compare(out: Path, results: dict[str, dict[str, Any]]) -> None:
