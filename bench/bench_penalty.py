@@ -12,7 +12,9 @@ the ratio to the plain step of the same round, times are medians):
    bytes the penalty's graph keeps alive until the backward (allocations recorded by torch's profiler),
    relative to the parameters' bytes. The original loop is kept here as the reference.
 2. the regularizers (EWC, OnlineEWC, SI with its ``after_step``, MAS, L2) after 1, 10, 100
-   ``consolidate`` calls (Fisher / importance on 256 samples), and the naive EWC — a Python sum over tasks
+   ``consolidate`` calls, through autograd (``loss + reg.penalty(model)``) and with the opt-in fused
+   gradient (``reg.add_penalty_gradient_(model)`` after ``backward``); ``consolidate`` on 256 samples;
+   and the naive EWC — a Python sum over tasks
    of separate terms, what EWC would cost without folding — after the largest number of tasks.
 3. regularizer state bytes (the tensors of ``state_dict()``) relative to the model's parameter bytes;
    SI both between tasks and during one (it keeps the path integral while a task runs, and a copy of
@@ -366,6 +368,9 @@ def bench_regularizers(name, hidden, classes, task_counts, repeats, block_s) -> 
     for (k, t), reg in kept.items():
         runs[(k, t)] = lambda reg=reg: stepper.step(lambda: reg.penalty(model), lambda: reg.after_step(model),
                                                     lambda: reg.before_step(model))  # as train_task does
+        # the opt-in fused form: the penalty's gradient added to .grad after backward, before the step
+        runs[(f"{k} fused", t)] = lambda reg=reg: stepper.step(
+            None, lambda: reg.after_step(model), lambda: (reg.add_penalty_gradient_(model), reg.before_step(model)))
     times, ratios = interleaved(runs, repeats, block)
     # the naive sum walks 100x the state: timed on its own against the plain step, not to disturb the others
     naive_runs = {"plain": stepper.step, ("naive-ewc", biggest): lambda: stepper.step(lambda: naive.penalty(model))}
@@ -378,7 +383,7 @@ def bench_regularizers(name, hidden, classes, task_counts, repeats, block_s) -> 
           f"{block} steps per block (load average {os.getloadavg()[0]:.1f})")
     cols = "".join(f"{f'{t} task' + ('s' if t > 1 else ''):>12}" for t in task_counts)
     print(f"  step with penalty / plain step{'':<4}{cols}   target <= {TARGET_STEP}x")
-    rows = [*makers, "naive-ewc"]
+    rows = [*makers, *(f"{k} fused" for k in makers), "naive-ewc"]
     for k in rows:
         cells, worst = "", 0.0
         for t in task_counts:
@@ -388,7 +393,8 @@ def bench_regularizers(name, hidden, classes, task_counts, repeats, block_s) -> 
                 cells += f"{r:11.3f}x"
             else:
                 cells += f"{'-':>12}"
-        label = k + (" (+before/after_step)" if k == "si" else "") + (" (sum of terms)" if k == "naive-ewc" else "")
+        label = k + (" (+before/after_step)" if k == "si" else "") + (" (sum of terms)" if k == "naive-ewc" else "") \
+            + (" (opt-in)" if k.endswith("fused") else "")
         print(f"  {label:<34}{cells}   {verdict(worst, TARGET_STEP) if k != 'naive-ewc' else ''}")
     print(f"  folded EWC vs naive sum after {biggest} tasks: relative difference {fold_err:.1e}")
 

@@ -87,7 +87,8 @@ def test_the_strength_search_scores_validation_loss(toy, tmp_path):
     assert search["best"] == search["grid"][int(np.argmin(search["validation_loss"]))]
     first = result["seeds"][0]
     assert np.mean(first["valid_loss_matrix"][-1]) == pytest.approx(min(search["validation_loss"]))
-    assert result["setting_sources"]["strength"] == "given: chosen on validation data"
+    assert result["strength_source"] == "validation search (first seed)" and "strength" not in result["setting_sources"]
+    assert result["setting_sources"]["strength_grid"] == "given"
     assert "mean validation loss" in (out / "report.md").read_text()
 
 
@@ -136,7 +137,8 @@ def test_benchmark_defaults_apply_to_the_runs_that_take_them():
     assert (ewc.iterations, ewc.batch_size, ewc.lr, ewc.reset_optimizer) == (1000, 32, 3e-3, True)
     assert (ewc.estimator, ewc.fisher_samples, mas.importance_samples) == ("sampled", 512, 512)
     assert "fisher_samples" not in si.resolved() and "estimator" not in naive.resolved()
-    assert ewc.search_grid[0] == 0.01 and mas.search_grid[-1] == 0.003   # the benchmark's grids, not the classes'
+    assert ewc.search_grid == (3.0, 10.0, 30.0, 100.0)                   # the benchmark's grid, not EWC's class grid
+    assert mas.search_grid == tuple(map(float, mas_class_grid()))        # no grid of its own: the class's
     given = RunConfig(benchmark="prose-code", method="ewc", iterations=7, options={"estimator": "empirical"})
     assert (given.iterations, given.estimator) == (7, "empirical")
     assert sources(given)["iterations"] == sources(given)["estimator"] == "given"
@@ -146,8 +148,15 @@ def test_benchmark_defaults_apply_to_the_runs_that_take_them():
     assert (mnist.iterations, mnist.batch_size, mnist.lr, mnist.estimator, mnist.resolved_strength) == (2000, 128, 1e-3, "exact", 1000.0)
     assert sources(mnist)["iterations"] == "forgetless's default (run_config.PROTOCOL)"
     assert sources(mnist)["estimator"] == "EWC's default"
+    assert "strength" not in sources(mnist)   # the strength's source is strength_source's (forgetless.defaults)
     # a replaced strength (what a search does) keeps the record of what was given
     assert sources(given.with_strength(3.0))["batch_size"] == sources(given)["batch_size"]
+
+
+def mas_class_grid():
+    from forgetless.methods import METHODS
+
+    return METHODS["mas"].strength_grid
 
 
 def test_the_text_data_fingerprint_follows_the_bytes_and_mnists_is_unchanged():

@@ -5,6 +5,7 @@ import pytest
 
 from forgetless import EWC, runs
 from forgetless.cli import main
+from forgetless.defaults import default_strength
 
 from synthetic import other_data_allowed, write_mnist_dir  # noqa: F401  (other data, said so)
 
@@ -30,6 +31,10 @@ def test_run_writes_every_file_and_a_consistent_result(data_dir, tmp_path, capsy
     assert len(R) == 5 and all(len(row) == 5 for row in R)
     # class-incremental: a task whose classes are not yet active cannot be right
     assert R[0][4] == 0.0
+    # ... and its loss is undefined (null), while every cell the loss metrics read is a loss
+    L = result["seeds"][0]["loss_matrix"]
+    assert L[0][4] is None and all(L[t][k] >= 0 for t in range(5) for k in range(t + 1))
+    assert "n/a" in (out / "report.md").read_text()
     # the reported average accuracy is the mean of the last rows over seeds
     last = [sum(s["accuracy_matrix"][-1]) / 5 for s in result["seeds"]]
     assert result["metrics"]["average_accuracy"]["mean"] == pytest.approx(sum(last) / 2)
@@ -40,7 +45,9 @@ def test_run_writes_every_file_and_a_consistent_result(data_dir, tmp_path, capsy
     assert np.allclose(result["std_accuracy_matrix"], matrices.std(axis=0, ddof=1))
     assert result["metrics"]["average_accuracy"]["std"] == pytest.approx(np.std(last, ddof=1))
     assert result["metrics"]["average_accuracy"]["n"] == 2
-    assert result["config"]["method"] == "ewc" and result["config"]["strength"] == 1000.0
+    # no --strength: the default chosen for split-mnist/class (forgetless.defaults), said in the result
+    assert result["config"]["method"] == "ewc" and result["config"]["strength"] == default_strength("split-mnist", "class", "ewc")
+    assert result["strength_source"].split(" from ")[0] in ("default for split-mnist/class", "global default of ewc (1000): no validation search committed for split-mnist/class (forgetless.defaults); give --strength, or --strength auto to search")
     assert "average_accuracy" in capsys.readouterr().out
     assert "mean,average_accuracy," in (out / "metrics.csv").read_text()
 
@@ -110,7 +117,10 @@ def test_compare_runs_methods_and_reuses_finished_runs(data_dir, tmp_path, capsy
             "--data-dir", str(data_dir), "--out", str(out), *FAST]
     assert main(argv) == 0
     table = (out / "compare.md").read_text()
-    assert "| naive |" in table and "| ewc |" in table and "0.8719" in table  # published naive cell
+    assert "| naive |" in table and "| ewc |" in table
+    naive = next(line for line in table.splitlines() if line.startswith("| naive |"))
+    # the published None (naive) cell with its SEM; one seed: no SEM of ours, said instead of a z
+    assert "87.19 ± 0.94 (20 runs)" in naive and "(our SEM unknown (1 seed))" in naive
     assert (out / "compare.png").is_file()
     first = (out / "ewc" / "result.json").stat().st_mtime_ns
     capsys.readouterr()

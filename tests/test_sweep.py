@@ -198,12 +198,21 @@ def test_summary_rows_are_mean_and_std_over_seeds_of_the_last_row():
     assert first["old_tasks_accuracy"]["mean"] == pytest.approx(np.mean(old))
     assert first["old_tasks_accuracy"]["std"] == pytest.approx(np.std(old, ddof=1))
     assert first["newest_task_accuracy"]["mean"] == pytest.approx(0.9)
-    assert first["average_accuracy"]["mean"] == pytest.approx(np.mean([np.mean(R[s][-1]) for s in (0, 1, 2)]))
+    average = [np.mean(R[s][-1]) for s in (0, 1, 2)]
+    assert first["average_accuracy"]["mean"] == pytest.approx(np.mean(average))
+    sem = np.std(average, ddof=1) / np.sqrt(3)
+    assert first["average_accuracy"]["sem"] == pytest.approx(sem) and first["average_accuracy"]["n"] == 3
+    # beside the published split MNIST Task-IL EWC cell, 98.64 ± 0.22 (their Table 4), in combined SEs
+    paper = first["published"]
+    assert paper["published_mean"] == 98.64 and paper["difference"] == pytest.approx(100 * np.mean(average) - 98.64)
+    assert paper["z"] == pytest.approx(paper["difference"] / np.hypot(100 * sem, 0.22))
     assert second["seeds"] == [0, 1] and second["missing_seeds"] == [2]
     assert second["newest_task_accuracy"]["mean"] == pytest.approx(0.95)
     assert len(summary["missing"]) == 1
     table = sweep.sweep_table(summary)
     assert "| split-mnist | task | ewc | 2 | 0,1 (missing 2) |" in table
+    assert f"{np.mean(average):.4f} ± {sem:.4f} (n=3)" in table and "98.64 ± 0.22 (20 runs)" in table
+    assert f"{paper['difference']:+.2f} ({paper['z']:+.2f} SE)" in table
     assert "missing" in sweep.sweep_report(summary)
 
 
@@ -229,6 +238,7 @@ def test_sweep_writes_runs_table_and_plot(swept):
     report = (swept / "sweep.md").read_text()
     assert "tiny test sweep" in report and "| seed-split | domain | naive | – | 0,1 |" in report
     assert "| seed-split | domain | ewc | 100 | 0,1 |" in report and "stability_plasticity.png" in report
+    assert "published" not in report  # no paper has the seed split: no columns for it
 
 
 def test_resume_reruns_only_unfinished_points_and_one_worker_gives_identical_results(

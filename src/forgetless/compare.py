@@ -8,8 +8,8 @@ from typing import Any, Callable, Sequence
 
 from .experiment import BenchmarkFactory, Progress, execute
 from .files import write_atomic, write_json
-from .published import SOURCES, published
-from .report import key_cells, pm
+from .published import SOURCES, beside, published
+from .report import key_cells, pm, versus
 from .run_config import RunConfig
 from .runs import Interrupted, check_usable, claimed, reusable
 from .stats import over_seeds
@@ -46,16 +46,20 @@ def compare(
 
 
 def compare_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per method: its settings, its metrics over seeds and, where the paper has the cell, the
+    published average accuracy beside ours (:func:`forgetless.published.beside`)."""
     rows = []
     for method, result in results.items():
         c = result["config"]
-        ref = published(c["benchmark"], c["scenario"]).get(method)
         m = result["metrics"]
+        ref = published(c["benchmark"], c["scenario"]).get(method)
         rows.append({
-            "method": method, "strength": c["strength"], "seeds": len(result["seeds"]),
+            "method": method, "strength": c["strength"], "strength_source": result.get("strength_source"),
+            "seeds": len(result["seeds"]),
             "average_accuracy": m["average_accuracy"], "average_forgetting": m["average_forgetting"],
             "backward_transfer": m["backward_transfer"], "forward_transfer": m.get("forward_transfer"),
             "published_average_accuracy": ref,
+            "published": beside(c["benchmark"], c["scenario"], method, m["average_accuracy"]),
             # the loss (lower is better): mean over tasks and each task's after the last one (absent in old runs)
             "average_loss": m.get("average_loss"), "loss_forgetting": m.get("loss_forgetting"),
             "final_loss": dict(zip(result["task_names"], result["mean_loss_matrix"][-1])) if "mean_loss_matrix" in result else None,
@@ -66,15 +70,22 @@ def compare_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 def compare_report(results: dict[str, dict[str, Any]]) -> str:
     first = next(iter(results.values()))["config"]
     lines = [f"# {first['benchmark']}, {first['scenario']}-incremental: methods compared", "",
-             "| method | strength | seeds | average accuracy | forgetting | BWT | FWT | published |",
+             "| method | strength | average accuracy | forgetting | BWT | FWT | published (%) | ours − published |",
              "|---|---|---|---|---|---|---|---|"]
-    for r in compare_rows(results):
-        ref = "" if r["published_average_accuracy"] is None else f"{r['published_average_accuracy']:.4f}"
+    rows = compare_rows(results)
+    for r in rows:
         fwt = pm(r["forward_transfer"]) if r["forward_transfer"] else "n/a"
         strength = "" if r["strength"] is None else f"{r['strength']:g}"
-        lines.append(f"| {r['method']} | {strength} | {r['seeds']} | {pm(r['average_accuracy'])} | "
-                     f"{pm(r['average_forgetting'])} | {pm(r['backward_transfer'])} | {fwt} | {ref} |")
-    lines += ["", f"Published: {SOURCES['vandeven2019']}, mean over 20 runs, where the paper reports the cell."]
+        ref, diff = versus(r["published"])
+        lines.append(f"| {r['method']} | {strength} | {pm(r['average_accuracy'])} | "
+                     f"{pm(r['average_forgetting'])} | {pm(r['backward_transfer'])} | {fwt} | {ref} | {diff} |")
+    lines += ["", "Our numbers: mean ± standard error over seeds (n seeds), test accuracy as a fraction."]
+    if any(r["published"] for r in rows):
+        lines += [f"Published: {SOURCES['vandeven2019']}, mean ± SEM over 20 runs, in percent; ours − published "
+                  "in percentage points and in units of the combined standard error √(SEM_ours² + SEM_published²)."]
+    sources = [f"{r['method']}: {r['strength_source']}" for r in rows if r["strength_source"]]
+    if sources:
+        lines += ["Strengths: " + "; ".join(sources) + "."]
     if all(r.get("loss_per") == "byte" for r in results.values()):
         lines += loss_table(results)
     return "\n".join(lines) + "\n"

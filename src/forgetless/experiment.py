@@ -23,6 +23,7 @@ from .benchmarks.registry import BENCHMARKS, make_model
 from .benchmarks.scenarios import eval_output_transform, task_output_transform
 from .memory import check_fits
 from .methods import METHODS
+from .provenance import sources, strength_source
 from .run_config import RunConfig
 from .stats import elementwise_over_seeds, over_seeds
 from .strength import StrengthSearch, search_strength
@@ -112,7 +113,7 @@ def run_seed(config: RunConfig, bench: Benchmark, seed: int, progress: Progress 
     baseline, baseline_loss = map(np.array, _evaluate(model, bench, T - 1, "test"))
     R, V, L, VL = (np.zeros((T, T)) for _ in range(4))
     method = METHODS[config.method]
-    reg = method.build(config.strength, config.method_options(), seed) if method.has_strength else None
+    reg = method.build(config.resolved_strength, config.method_options(), seed) if method.has_strength else None
     generator = torch.Generator().manual_seed(seed)
     seconds: dict[str, float] = {"train": 0.0, "consolidate": 0.0, "evaluate": 0.0}
     for t, task in enumerate(bench.tasks):
@@ -193,9 +194,7 @@ def choose_strength(config: RunConfig, make_bench: BenchmarkFactory,
 
 def run_experiment(config: RunConfig, make_bench: BenchmarkFactory, progress: Progress | None = None) -> dict[str, Any]:
     """Every seed of ``config`` (after the strength search when it asks for one): the result's numbers."""
-    from .provenance import sources
-
-    requested, setting_sources = config.resolved(), sources(config)
+    requested, setting_sources, source = config.resolved(), sources(config), strength_source(config)
     search, curves = None, None
     runs: list[SeedRun] = []
     if config.auto:
@@ -219,6 +218,7 @@ def run_experiment(config: RunConfig, make_bench: BenchmarkFactory, progress: Pr
         "mean_accuracy_matrix": mean.tolist(),
         "std_accuracy_matrix": std.tolist(),  # sample std over seeds, as every std in results
         "strength_search": strength_search,
+        "strength_source": source,  # given, validation search, or which default (forgetless.defaults)
         "selection": SELECTION_NONE if config.benchmark_options().get("valid_fraction") == 0 else SELECTION,
         "mean_loss_matrix": mean_loss.tolist(),  # L[t, k], test
         "std_loss_matrix": std_loss.tolist(),
@@ -226,7 +226,7 @@ def run_experiment(config: RunConfig, make_bench: BenchmarkFactory, progress: Pr
         "baseline_loss": elementwise_over_seeds([r.baseline_loss for r in runs])[0].tolist(),
         "loss_per": BENCHMARKS[config.benchmark].loss_per,  # the losses are nats per sample, or per byte
         "benchmark_info": bench.info,  # what the benchmark was built from (prose-code: text digests, Python)
-        "setting_sources": setting_sources,  # where each setting's value comes from
+        "setting_sources": setting_sources,  # where each other setting's value comes from (forgetless.provenance)
     }
 
 

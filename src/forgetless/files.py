@@ -26,6 +26,9 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
     """
     path = Path(path)
     payload = data.encode() if isinstance(data, str) else data
+    if not path.parent.is_dir():  # else the error would name our temporary file, not the user's folder
+        raise FileNotFoundError(f"cannot save {path}: folder {path.parent} does not exist"
+                                + (" (it is a file)" if path.parent.exists() else ""))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         # os.open honours the umask, unlike mkstemp's 0600
@@ -35,10 +38,17 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # e.g. permission denied: name the file asked for, not the temporary one
+        tmp.unlink(missing_ok=True)
+        raise type(err)(err.errno, f"cannot save {path}: {err.strerror or _one_line(err)}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _sync_folder(path.parent)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def _sync_folder(folder: Path) -> None:

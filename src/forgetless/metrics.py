@@ -10,7 +10,8 @@ never modifies it, and returns a Python float. Metrics that compare against earl
 return ``nan`` there rather than raise, so that ``summarize`` works on one-task runs.
 
 Beside R, the loss matrix ``L[t, k]`` = mean test loss (cross-entropy in nats, per sample or per
-byte) on task k after training on tasks 0..t: lower is better, values >= 0. The metrics above
+byte) on task k after training on tasks 0..t: lower is better, values >= 0 (NaN above the diagonal
+where the loss is undefined: class-incremental, a task whose classes are not yet active). The metrics above
 assume higher is better, so the loss has its own (:func:`average_loss`, :func:`loss_forgetting`).
 """
 from __future__ import annotations
@@ -47,8 +48,9 @@ def _loss_matrix(L: ArrayLike) -> np.ndarray:
     L = np.array(L, dtype=np.float64)
     if L.ndim != 2 or L.shape[0] != L.shape[1] or L.shape[0] == 0:
         raise ValueError(f"L must be a non-empty square (T, T) matrix, got shape {L.shape}")
-    if not np.all(np.isfinite(L)) or L.min() < 0:
-        raise ValueError("L holds losses, which must be finite and >= 0")
+    read = L[np.tril_indices(len(L))]  # t >= k: above, a class-incremental task not yet seen may be NaN
+    if not np.all(np.isfinite(read)) or read.min() < 0:
+        raise ValueError("L holds losses, which must be finite and >= 0 where t >= k")
     return L
 
 
@@ -158,6 +160,9 @@ def loss_forgetting(L: ArrayLike) -> float:
         >>> round(loss_forgetting([[1.5, 5.5], [1.9, 1.3]]), 6)
         0.4
         >>> round(loss_forgetting([[1.0, 4.0, 4.0], [1.5, 2.0, 4.0], [1.2, 2.6, 0.9]]), 6)  # (0.2 + 0.6) / 2
+        0.4
+        >>> nan = float("nan")
+        >>> round(loss_forgetting([[1.0, nan, nan], [1.5, 2.0, nan], [1.2, 2.6, 0.9]]), 6)  # class-incremental
         0.4
     """
     L = _loss_matrix(L)

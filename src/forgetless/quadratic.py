@@ -43,6 +43,35 @@ def quadratic_penalty(
         return _forward(thetas, anchors, weights)[0]
 
 
+@torch.no_grad()
+def add_quadratic_gradient_(
+    params: dict[str, Tensor], anchor: dict[str, Tensor], weight: dict[str, Tensor] | None, scale: float
+) -> None:
+    """Add ∂/∂θ of ``scale · Σ weight · (θ − anchor)²``, i.e. 2·scale·w·(θ−θ*), to each trainable
+    parameter's ``.grad`` in place (set where it is None); frozen parameters are left alone.
+
+    Two ``torch._foreach`` operations over all tensors, no autograd graph: the opt-in fused form of
+    :func:`quadratic_penalty` for training loops that want the gradient and not the value.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+        >>> add_quadratic_gradient_({"w": w}, {"w": torch.zeros(2)}, {"w": torch.tensor([1.0, 0.5])}, 3.0)
+        >>> w.grad   # 2·3·w·θ
+        tensor([6., 6.])
+    """
+    thetas, anchors, weights, _ = _gather(params, anchor, weight)
+    live = [i for i, t in enumerate(thetas) if t.requires_grad]
+    for i in live:
+        if thetas[i].grad is None:
+            thetas[i].grad = torch.zeros_like(thetas[i])
+    grads = [thetas[i].grad for i in live]
+    diffs = torch._foreach_sub([thetas[i].detach() for i in live], [anchors[i] for i in live])
+    if weights is None:
+        torch._foreach_add_(grads, diffs, alpha=2 * scale)
+    else:  # one pass: grad += 2·scale·d·w
+        torch._foreach_addcmul_(grads, diffs, [weights[i] for i in live], value=2 * scale)
+
+
 def mismatch(name: str, param: Tensor | None, stored: Tensor) -> str | None:
     """Why ``param`` (None: the model has none of that name) cannot pair with the state's ``stored``."""
     if param is None:

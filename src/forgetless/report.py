@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .stats import sem_or_none
+
 
 def post_table(result: dict[str, Any]) -> str:
     """Markdown table: our test accuracies beside the post's."""
@@ -54,19 +56,56 @@ def search_table(search: dict[str, Any], title: str, symbol: str) -> list[str]:
 
 
 def pm(stat: dict[str, float | None]) -> str:
+    """A statistic over seeds as a table shows it: mean ± standard error (SEM) and the number of seeds.
+    With one seed there is no spread to measure: no ± is shown. A result written before the SEM was
+    recorded shows its sample standard deviation, labelled as such.
+
+    Example:
+        >>> pm({"mean": 0.7, "std": 0.2, "sem": 0.11547, "n": 3}), pm({"mean": 0.8, "std": 0.0, "sem": 0.0, "n": 1})
+        ('0.7000 ± 0.1155 (n=3)', '0.8000 (n=1)')
+        >>> pm({"mean": 0.7, "std": 0.2}), pm({"mean": float("nan"), "std": float("nan")})
+        ('0.7000 (std 0.2000)', 'n/a')
+    """
     if stat["mean"] is None or stat["mean"] != stat["mean"]:
         return "n/a"
-    return f"{stat['mean']:.4f} ± {stat['std']:.4f}"
+    if "sem" not in stat:
+        return f"{stat['mean']:.4f} (std {stat['std']:.4f})"
+    sem = sem_or_none(stat)
+    spread = "" if sem is None else f" ± {sem:.4f}"
+    return f"{stat['mean']:.4f}{spread} (n={stat['n']})"
+
+
+def versus(cell: dict[str, Any] | None) -> tuple[str, str]:
+    """Two table cells for :func:`forgetless.published.beside`'s comparison, in percent: the published
+    mean ± SEM, and ours − published with that difference in combined standard errors (or why not).
+
+    Example:
+        >>> versus({"published_mean": 98.64, "published_sem": 0.22, "published_runs": 20, "difference": 0.26,
+        ...         "z": 0.894, "note": None})
+        ('98.64 ± 0.22 (20 runs)', '+0.26 (+0.89 SE)')
+        >>> versus({"published_mean": 94.31, "published_sem": 0.11, "published_runs": 20, "difference": -5.43,
+        ...         "z": None, "note": "our SEM unknown (1 seed)"})
+        ('94.31 ± 0.11 (20 runs)', '-5.43 (our SEM unknown (1 seed))')
+        >>> versus(None)
+        ('–', '–')
+    """
+    if cell is None:
+        return "–", "–"
+    sem = "" if cell["published_sem"] is None else f" ± {cell['published_sem']:.2f}"
+    z = f"{cell['z']:+.2f} SE" if cell["z"] is not None else cell["note"]
+    return f"{cell['published_mean']:.2f}{sem} ({cell['published_runs']} runs)", f"{cell['difference']:+.2f} ({z})"
 
 
 def metrics_csv(result: dict[str, Any]) -> str:
-    """One row per seed and metric, then the mean and std rows."""
+    """One row per seed and metric, then the rows of the statistics over seeds: mean, std, sem, n."""
     lines = ["seed,metric,value"]
     for run in result["seeds"]:
         for name, value in run["metrics"].items():
             lines.append(f"{run['seed']},{name},{'' if value is None or value != value else repr(float(value))}")
     for name, stat in result["metrics"].items():
-        for key in ("mean", "std"):
+        for key in ("mean", "std", "sem", "n"):
+            if key not in stat:
+                continue
             v = stat[key]
             lines.append(f"{key},{name},{'' if v is None or v != v else repr(float(v))}")
     return "\n".join(lines) + "\n"
@@ -81,12 +120,13 @@ def run_report(result: dict[str, Any]) -> str:
         "",
         f"Seeds {seeds}; {c['iterations']} iterations per task, batch {c['batch_size']}, Adam lr {c['lr']}"
         + (f", hidden {c['hidden']}" if "hidden" in c else "")
-        + f"; strength {c['strength']}" + (" (validation search)" if result.get("strength_search") else ""),
+        + f"; strength {c['strength']}" + (f" ({result['strength_source']})" if result.get("strength_source") else
+                                           " (validation search)" if result.get("strength_search") else ""),
         f"Data: {result.get('data_source', '?')}. {result['selection'].capitalize()}.",
     ]
     if result.get("benchmark_info"):
         lines += ["", f"Built from: {benchmark_info_line(result['benchmark_info'])}."]
-    lines += ["", "| metric | mean ± std over seeds |", "|---|---|"]
+    lines += ["", "| metric | mean ± standard error over seeds (n seeds) |", "|---|---|"]
     lines += [f"| {name} | {pm(stat)} |" for name, stat in result["metrics"].items()]
     lines += ["", "Mean test accuracy matrix R[t, k] (row: after training task t; column: task k):", ""]
     lines += matrix_table(names, result["mean_accuracy_matrix"], "{:.3f}")
@@ -103,9 +143,14 @@ def matrix_table(names: list[str], matrix: list[list[float]], cell: str, std: li
     """Markdown lines of a (T, T) matrix, rows "after task t", columns "on task k" (± std if given)."""
     lines = ["| after \\ on | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for t, (name, row) in enumerate(zip(names, matrix)):
-        cells = [cell.format(v) + ("" if std is None else " ± " + cell.format(std[t][k])) for k, v in enumerate(row)]
+        cells = [_cell(cell, v) + ("" if std is None or _cell(cell, v) == "n/a" else " ± " + _cell(cell, std[t][k]))
+                 for k, v in enumerate(row)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _cell(cell: str, value: float | None) -> str:
+    return "n/a" if value is None or value != value else cell.format(value)  # undefined (NaN, null in JSON)
 
 
 def loss_section(result: dict[str, Any]) -> list[str]:

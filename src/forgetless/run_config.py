@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .benchmarks.defaults import Default
 from .benchmarks.registry import BENCHMARKS, benchmark_option_specs, model_option_specs
 from .config import ConfigError, coerce
+from .defaults import default_strength
 from .methods import METHODS
 from .options import Option
 from .strength import check_grid
@@ -47,10 +48,10 @@ class RunConfig:
     forgetless's (:data:`PROTOCOL`; the scenario: the benchmark's first).
 
     Example:
-        >>> c = RunConfig(benchmark="permuted-mnist", method="online-ewc", options={"decay": 0.9})
-        >>> c.n_tasks, c.decay, c.hidden, c.resolved_strength, c.iterations, c.scenario
-        (10, 0.9, (400, 400), 1000.0, 2000, 'task')
-        >>> c = RunConfig(benchmark="prose-code", method="ewc", lr=0.01)
+        >>> c = RunConfig(benchmark="permuted-mnist", scenario="domain", method="online-ewc", options={"decay": 0.9})
+        >>> c.n_tasks, c.decay, c.hidden, c.resolved_strength, c.iterations   # the default chosen for permuted-mnist/domain
+        (10, 0.9, (400, 400), 100.0, 2000)
+        >>> c = RunConfig(benchmark="prose-code", method="ewc", lr=0.01)   # prose-code's own defaults
         >>> c.scenario, c.iterations, c.lr, c.estimator
         ('domain', 1000, 0.01, 'sampled')
     """
@@ -148,24 +149,24 @@ class RunConfig:
 
     @property
     def resolved_strength(self) -> float | str | None:
-        """The strength trained with ("auto" until a search replaces it); None for naive and joint."""
-        if self.strength is not None or not METHODS[self.method].has_strength:
+        """The strength trained with ("auto" until a search replaces it); None for naive and joint.
+        Not given: the default chosen for this benchmark, scenario and method (:mod:`forgetless.defaults`)."""
+        if self.strength is not None:
             return self.strength
-        default = self.method_default("strength")
-        return METHODS[self.method].default_strength if default is None else float(default.value)
+        return default_strength(self.benchmark, self.scenario, self.method)
 
     @property
     def search_grid(self) -> tuple[float, ...]:
         """The strengths ``auto`` tries: those given, else the benchmark's for this method, else the method's."""
-        default = self.method_default("strength_grid")
+        default = self.benchmark_grid()
         grid = self.strength_grid or (default.value if default else METHODS[self.method].strength_grid)
         return tuple(map(float, grid))
 
-    def method_default(self, table: str) -> Default | None:
-        """The benchmark's ``strength`` or ``strength_grid`` for this method (or its regularizer), if any."""
+    def benchmark_grid(self) -> Default | None:
+        """The benchmark's own strength grid for this method (or its regularizer), if it has one."""
         regularizer = METHODS[self.method].regularizer
         names = (self.method,) + ((regularizer.name,) if regularizer is not None else ())
-        return BENCHMARKS[self.benchmark].defaults.for_method(table, names)
+        return BENCHMARKS[self.benchmark].defaults.grid(names)
 
     def method_options(self) -> dict[str, Any]:
         return self._resolved(METHODS[self.method].options)

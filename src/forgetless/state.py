@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import struct
 from pathlib import Path
 from typing import Mapping
@@ -29,6 +28,7 @@ from safetensors.torch import load as _load_tensors
 from safetensors.torch import save as _save_tensors
 from torch import Tensor
 
+from .files import write_atomic
 from .regularizers import REGULARIZERS, Regularizer
 
 FORMAT = "forgetless.regularizer"
@@ -98,7 +98,7 @@ def save(
         "order": json.dumps(list(tensors)),
         "sha256": _digest(names[0], hyperparameters, tensors),
     }
-    _write_atomically(path, _save_tensors(tensors, metadata=metadata))
+    write_atomic(path, _save_tensors(tensors, metadata=metadata))
     return path
 
 
@@ -221,38 +221,6 @@ def _available(device: torch.device | str) -> torch.device:
     except (RuntimeError, AssertionError, TypeError) as err:  # torch says "not compiled with CUDA" by assert
         raise ValueError(f"device={device!r} is not available on this machine ({_one_line(err)})") from None
     return resolved
-
-
-def _write_atomically(path: Path, payload: bytes) -> None:
-    if not path.parent.is_dir():  # else the error would name our temporary file, not the user's folder
-        raise FileNotFoundError(f"cannot save {path}: folder {path.parent} does not exist"
-                                + (" (it is a file)" if path.parent.exists() else ""))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        # os.open honours the umask (a NamedTemporaryFile would leave the file 0600)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:  # e.g. permission denied: name the file asked for, not the temporary one
-        tmp.unlink(missing_ok=True)
-        raise type(err)(err.errno, f"cannot save {path}: {err.strerror or _one_line(err)}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX; best effort)
-        try:
-            dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            return
-        try:
-            os.fsync(dir_fd)
-        except OSError:
-            pass
-        finally:
-            os.close(dir_fd)
 
 
 def _one_line(err: BaseException) -> str:

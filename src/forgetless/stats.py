@@ -44,3 +44,39 @@ def elementwise_over_seeds(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np
 def undefined(n: int = 0) -> dict[str, float]:
     """The statistic of a metric with no value to average (e.g. no finished seed)."""
     return {"mean": math.nan, "std": math.nan, "sem": math.nan, "n": n}
+
+
+def sem_or_none(stat: dict[str, float]) -> float | None:
+    """A statistic's standard error, or None where it measures nothing: fewer than two seeds (no spread
+    was observed, so 0 would claim a precision nobody measured), or an undefined value.
+
+    Example:
+        >>> sem_or_none(over_seeds([0.5, 0.7, 0.9])) == over_seeds([0.5, 0.7, 0.9])["sem"]
+        True
+        >>> sem_or_none(over_seeds([0.8])) is None, sem_or_none({"mean": 0.8, "std": 0.1}) is None
+        (True, True)
+    """
+    sem, n = stat.get("sem"), stat.get("n")
+    if sem is None or n is None or n < 2 or not math.isfinite(sem):
+        return None
+    return float(sem)
+
+
+def difference(ours: float, ours_sem: float | None, theirs: float, theirs_sem: float | None) -> dict[str, float | None]:
+    """``ours - theirs`` and the same difference in units of the combined standard error
+    √(SEM_ours² + SEM_theirs²) (``z``); ``combined_se`` and ``z`` are None when either SEM is unknown.
+
+    Example:
+        >>> d = difference(98.90, 0.19, 98.64, 0.22)   # split MNIST Task-IL EWC, ours vs published
+        >>> round(d["difference"], 2), round(d["combined_se"], 4), round(d["z"], 2)
+        (0.26, 0.2907, 0.89)
+        >>> difference(90.0, 3.0, 86.0, 4.0)   # a 3-4-5 triangle: 4 points are 0.8 combined SEs
+        {'difference': 4.0, 'combined_se': 5.0, 'z': 0.8}
+        >>> difference(88.9, None, 94.31, 0.11)["z"] is None
+        True
+    """
+    diff = ours - theirs
+    if ours_sem is None or theirs_sem is None:
+        return {"difference": diff, "combined_se": None, "z": None}
+    combined = math.hypot(ours_sem, theirs_sem)
+    return {"difference": diff, "combined_se": combined, "z": diff / combined if combined > 0 else None}

@@ -7,8 +7,8 @@ is checked to hold the standard files (sha256, :mod:`.identity`); other data nee
 
 Example:
     >>> from forgetless.data import load_mnist
-    >>> data = load_mnist()  # doctest: +SKIP
-    >>> data.train_images.shape, data.test_labels.shape  # doctest: +SKIP
+    >>> data = load_mnist()
+    >>> data.train_images.shape, data.test_labels.shape
     ((60000, 28, 28), (10000,))
 """
 

@@ -44,8 +44,8 @@ def load_fashion_mnist(data_dir: str | os.PathLike[str] | None = None, *, downlo
             Fashion-MNIST; the message names the Debian package and the flag that fix it.
 
     Example:
-        >>> data = load_fashion_mnist()  # doctest: +SKIP
-        >>> data.train_images.shape  # doctest: +SKIP
+        >>> data = load_fashion_mnist()
+        >>> data.train_images.shape
         (60000, 28, 28)
     """
     def checked(data: ImageData) -> ImageData:

@@ -70,8 +70,8 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None, *, download: bool
             found and how to fix it.
 
     Example:
-        >>> data = load_mnist()  # doctest: +SKIP
-        >>> data.train_images.shape, data.train_labels[:3]  # doctest: +SKIP
+        >>> data = load_mnist()
+        >>> data.train_images.shape, data.train_labels[:3]
         ((60000, 28, 28), array([5, 0, 4]))
     """
     def from_folder(folder: str | os.PathLike[str], what: str) -> ImageData:

@@ -112,6 +112,9 @@ class EWC(Regularizer):
             quad = kron if quad is None else quad + kron
         return 0.5 * self.strength * (quad + self.constant.to(quad.device))
 
+    def quadratic(self) -> tuple[float, dict[str, Tensor], dict[str, Tensor]] | None:
+        return None if self.kfac_in else (0.5 * self.strength, self.anchor, self.importance)  # c: no gradient
+
     def terms(self) -> list[KroneckerTerm]:
         """The Kronecker-factored terms, one per task, damped (empty for ``structure="diagonal"``)."""
         if self._terms is None:

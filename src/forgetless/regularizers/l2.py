@@ -45,7 +45,11 @@ class L2(Regularizer):
     def penalty(self, model: nn.Module) -> Tensor:
         if self.tasks_seen == 0:
             return self._zero(model)
-        return 0.5 * self.strength * quadratic_penalty(model_parameters(model), self.anchor)
+        scale, anchor, weight = self.quadratic()
+        return scale * quadratic_penalty(model_parameters(model), anchor, weight)
+
+    def quadratic(self) -> tuple[float, dict[str, Tensor], dict[str, Tensor] | None]:
+        return 0.5 * self.strength, self.anchor, None
 
     def consolidate(
         self, model: nn.Module, data: Batches | None = None, *, output_transform: OutputTransform | None = None

@@ -64,7 +64,11 @@ class MAS(Regularizer):
     def penalty(self, model: nn.Module) -> Tensor:
         if self.tasks_seen == 0:
             return self._zero(model)
-        return self.strength * quadratic_penalty(model_parameters(model), self.anchor, self.importance)
+        scale, anchor, weight = self.quadratic()
+        return scale * quadratic_penalty(model_parameters(model), anchor, weight)
+
+    def quadratic(self) -> tuple[float, dict[str, Tensor], dict[str, Tensor] | None]:
+        return self.strength, self.anchor, self.importance
 
     def consolidate(
         self, model: nn.Module, data: Batches | None = None, *, output_transform: OutputTransform | None = None

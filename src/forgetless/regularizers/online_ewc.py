@@ -145,8 +145,13 @@ class OnlineEWC(Regularizer):
         if self.kfac_in:
             kron = kronecker_penalty(params, self.terms())
             quad = kron if quad is None else quad + kron
-        weight = self.strength * (self.decay if self.decay_in_penalty else 1.0)
-        return 0.5 * weight * quad
+        return self._scale() * quad
+
+    def _scale(self) -> float:
+        return 0.5 * self.strength * (self.decay if self.decay_in_penalty else 1.0)
+
+    def quadratic(self) -> tuple[float, dict[str, Tensor], dict[str, Tensor]] | None:
+        return None if self.kfac_in else (self._scale(), self.anchor, self.importance)
 
     def terms(self) -> list[KroneckerTerm]:
         """The Kronecker-factored terms, all at the latest anchor, damped (empty for ``structure="diagonal"``)."""

@@ -1,0 +1,95 @@
+"""Default strengths per benchmark and scenario: THE table a run without ``--strength`` reads.
+
+One global default per method (the constructor's, e.g. λ = 1000 for EWC) is wrong by orders of
+magnitude somewhere: on split MNIST Task-IL online EWC gets 0.925 average accuracy with λ = 1000 and
+0.99 with λ = 1e6. So a run that gives no strength gets the value chosen for its benchmark, scenario
+and method by a validation search that was run and committed: :data:`DEFAULTS` says, for each, the
+value, the committed files holding the search's validation scores, the command that ran it, and the
+settings it was searched with where they are not ``forgetless run``'s defaults. Where no search was
+committed the method's global default is used, and the run's report says so
+(:func:`forgetless.provenance.strength_source`). ``tests/test_defaults.py`` checks every row against
+its files: the value is the one with the best validation score there, under the settings stated.
+
+Example:
+    >>> chosen = lookup("permuted-mnist", "domain", "online-ewc")
+    >>> chosen.strength, chosen.files
+    (100.0, ('results/vandeven2019/perm-domain_online-ewc.json', 'results/vandeven2019/perm-domain_online-ewc-lambda1000.json'))
+    >>> lookup("split-fashion", "task", "ewc") is None, global_default("ewc")
+    (True, 1000.0)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .methods import METHODS
+
+SEARCHES = "scripts/default-strengths.sh"
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """A default strength and where it comes from.
+
+    Attributes:
+        strength: the value a run without ``--strength`` uses.
+        files: the committed results of the validation search, relative to the repository: one
+            ``result.json`` whose ``strength_search`` holds the whole curve, or one per strength tried.
+        command: the command that ran the search.
+        settings: the search's settings that are not ``forgetless run``'s defaults (none: it was run
+            with the defaults, the settings a newcomer gets).
+    """
+
+    strength: float
+    files: tuple[str, ...]
+    command: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _searched(benchmark: str, scenario: str, method: str, strength: float) -> Chosen:
+    # one search of scripts/default-strengths.sh: `forgetless run` defaults, seed 0, one file with the curve
+    name = f"{benchmark}-{scenario}_{method}"
+    return Chosen(strength, (f"results/default-strengths/{name}.json",), f"{SEARCHES} {benchmark} {scenario} {method}")
+
+
+# van de Ven & Tolias's permuted MNIST with our choices (configs/vandeven2019/ours/permuted-mnist.toml, seed 0):
+# one run per strength tried (the chosen one first), each file's validation score in metrics.valid_average_accuracy
+_PERMUTED = {"hidden": [1000, 1000], "lr": 0.0001, "iterations": 5000, "reset_optimizer": False}
+_PERMUTED_COMMAND = ("forgetless --threads 1 run --config configs/vandeven2019/ours/permuted-mnist.toml --scenario domain "
+                     "--method {method} --strength X --seeds 0 --no-reset-optimizer, X in {grid}")
+
+
+def _permuted(method: str, strength: float, tried: Mapping[float, str]) -> Chosen:
+    files = tuple(f"results/vandeven2019/perm-domain_{method}{suffix}.json" for suffix in tried.values())
+    grid = "{" + ", ".join(f"{s:g}" for s in sorted(tried)) + "}"
+    return Chosen(strength, files, _PERMUTED_COMMAND.format(method=method, grid=grid), _PERMUTED)
+
+
+# (benchmark, scenario, method) -> the chosen default
+DEFAULTS: dict[tuple[str, str, str], Chosen] = {
+    ("permuted-mnist", "domain", "ewc"): _permuted("ewc", 100.0, {100.0: "", 10.0: "-lambda10", 1000.0: "-lambda1000"}),
+    ("permuted-mnist", "domain", "online-ewc"): _permuted("online-ewc", 100.0, {100.0: "", 1000.0: "-lambda1000"}),
+}
+
+
+def lookup(benchmark: str, scenario: str, method: str) -> Chosen | None:
+    """The default chosen for ``method`` on ``benchmark`` in ``scenario``, or None where none was searched."""
+    return DEFAULTS.get((benchmark, scenario, method))
+
+
+def global_default(method: str) -> float | None:
+    """The method's own default (its constructor's), used where :func:`lookup` has nothing."""
+    return METHODS[method].default_strength
+
+
+def default_strength(benchmark: str, scenario: str, method: str) -> float | None:
+    """The strength a run without ``--strength`` uses (None for methods without one: naive, joint).
+
+    Example:
+        >>> default_strength("permuted-mnist", "domain", "ewc"), default_strength("permuted-mnist", "class", "ewc")
+        (100.0, 1000.0)
+        >>> default_strength("split-mnist", "task", "naive") is None
+        True
+    """
+    chosen = lookup(benchmark, scenario, method)
+    return chosen.strength if chosen is not None else global_default(method)

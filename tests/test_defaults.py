@@ -1,0 +1,96 @@
+"""Default strengths per benchmark and scenario: every row of forgetless.defaults is checked against the
+committed validation search it cites (oracle: the scores in those files), and a run without --strength
+uses it and says where it comes from."""
+import json
+from pathlib import Path
+
+import pytest
+
+from forgetless.cli import main
+from forgetless.defaults import DEFAULTS, default_strength, global_default, lookup
+from forgetless.methods import METHODS
+from forgetless.run_config import RunConfig, run_config
+
+from synthetic import other_data_allowed, write_mnist_dir  # noqa: F401  (other data, said so)
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--iterations", "20", "--hidden", "32", "--batch-size", "64"]
+
+
+def validation_curve(files):
+    """strength -> validation average accuracy after the last task, from a search's committed files."""
+    curve = {}
+    for name in files:
+        result = json.loads((ROOT / name).read_text())
+        search = result.get("strength_search")
+        if search:
+            curve |= {s: v for s, v in zip(search["grid"], search["validation_scores"]) if v is not None}
+        else:  # one run per strength tried
+            curve[result["config"]["strength"]] = result["metrics"]["valid_average_accuracy"]["mean"]
+    return curve
+
+
+@pytest.mark.parametrize("key", sorted(DEFAULTS), ids="/".join)
+def test_every_default_is_the_best_validation_score_of_its_committed_search(key):
+    chosen = DEFAULTS[key]
+    assert all((ROOT / name).is_file() for name in chosen.files), chosen.files
+    curve = validation_curve(chosen.files)
+    assert len(curve) >= 2, f"{key}: a search needs more than one strength, got {curve}"
+    best = max(curve.values())
+    assert chosen.strength == min(s for s, v in curve.items() if v == best)  # ties: the smaller strength
+    for name in chosen.files:
+        config = json.loads((ROOT / name).read_text())["config"]
+        assert (config["benchmark"], config["scenario"], config["method"]) == key
+        assert config["valid_fraction"] > 0  # scored on held-out training data, never the test set
+
+
+@pytest.mark.parametrize("key", sorted(DEFAULTS), ids="/".join)
+def test_every_default_was_searched_with_the_settings_it_states(key):
+    chosen = DEFAULTS[key]
+    benchmark, scenario, method = key
+    stated = run_config({"benchmark": benchmark, "scenario": scenario, "method": method, **chosen.settings}).resolved()
+    for name in chosen.files:
+        config = json.loads((ROOT / name).read_text())["config"]
+        # the settings both know (files written before an option existed lack it: it was then its default)
+        differ = {k: (config[k], stated[k]) for k in set(config) & set(stated) - {"seeds", "strength", "strength_grid"}
+                  if config[k] != stated[k]}
+        assert not differ, f"{name} was searched with {differ} (file, stated)"
+
+
+def test_without_a_search_the_methods_global_default():
+    assert lookup("split-fashion", "task", "ewc") is None
+    assert default_strength("split-fashion", "task", "ewc") == global_default("ewc") == METHODS["ewc"].default_strength
+    assert default_strength("split-mnist", "task", "naive") is None
+    for (benchmark, scenario, method), chosen in DEFAULTS.items():
+        assert RunConfig(benchmark=benchmark, scenario=scenario, method=method).resolved_strength == chosen.strength
+        assert RunConfig(benchmark=benchmark, scenario=scenario, method=method, strength=3.0).resolved_strength == 3.0
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return write_mnist_dir(tmp_path_factory.mktemp("mnist"), n_train=600, n_test=200)
+
+
+def _run(data_dir, out, *flags):
+    argv = ["run", "--benchmark", "permuted-mnist", "--scenario", "domain", "--n-tasks", "2", "--seeds", "0",
+            "--data-dir", str(data_dir), "--out", str(out), *FAST, *flags]
+    assert main(argv) == 0
+    return json.loads((out / "result.json").read_text()), (out / "report.md").read_text()
+
+
+def test_a_run_without_strength_trains_with_the_default_and_its_report_says_where_from(data_dir, tmp_path, capsys):
+    result, report = _run(data_dir, tmp_path / "ewc", "--method", "ewc")
+    chosen = lookup("permuted-mnist", "domain", "ewc")
+    assert result["config"]["strength"] == chosen.strength
+    assert result["strength_source"].startswith(f"default for permuted-mnist/domain from {chosen.files[0]}")
+    assert result["strength_source"] in report and "searched with other settings than this run's" in report
+    assert "hidden [1000, 1000] (here [32])" in report  # the search's settings beside this run's
+    assert f"strength: {chosen.strength:g} (default for permuted-mnist/domain" in capsys.readouterr().out
+
+
+def test_a_run_says_when_the_strength_is_given_or_a_global_default(data_dir, tmp_path):
+    result, report = _run(data_dir, tmp_path / "mas", "--method", "mas")
+    assert result["config"]["strength"] == global_default("mas")
+    assert "global default of mas (1): no validation search committed for permuted-mnist/domain" in report
+    result, report = _run(data_dir, tmp_path / "given", "--method", "ewc", "--strength", "5")
+    assert result["config"]["strength"] == 5.0 and result["strength_source"] == "given" and "strength 5.0 (given)" in report
