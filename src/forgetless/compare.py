@@ -12,7 +12,7 @@ from .published import SOURCES, beside, published
 from .report import key_cells, pm, versus
 from .run_config import RunConfig
 from .runs import Interrupted, check_usable, claimed, reusable
-from .stats import over_seeds
+from .stats import over_seeds, sem_or_none
 
 
 def compare(
@@ -103,9 +103,13 @@ def loss_table(results: dict[str, dict[str, Any]]) -> list[str]:
         stats = [over_seeds([s["loss_matrix"][t][k] for s in result["seeds"]]) for _, t, k in cells]
         forgetting = result["metrics"]["loss_forgetting"]
         lines.append(f"| {method} | {'' if strength is None else f'{strength:g}'} | {len(result['seeds'])} | "
-                     + " | ".join(f"{s['mean']:.3f} ± {s['sem']:.3f}" for s in stats)
-                     + f" | {forgetting['mean']:.3f} ± {forgetting['sem']:.3f} |")
+                     + " | ".join(map(_loss_cell, stats)) + f" | {_loss_cell(forgetting)} |")
     return lines
+
+
+def _loss_cell(stat: dict[str, float]) -> str:
+    sem = sem_or_none(stat)  # one seed: no spread measured, no ± shown
+    return f"{stat['mean']:.3f}" + ("" if sem is None else f" ± {sem:.3f}")
 
 
 def write_compare(out: Path, results: dict[str, dict[str, Any]]) -> None:
