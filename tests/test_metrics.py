@@ -145,7 +145,12 @@ def test_loss_metrics_against_a_hand_made_matrix():
     assert np.isnan(metrics.loss_forgetting([[0.5]]))
 
 
-@pytest.mark.parametrize("bad", [[[1.0, 2.0]], [[1.0, 0.0], [np.nan, 1.0]], [[-0.1, 0.0], [0.5, 0.5]], [[np.inf]]])
+def test_an_undefined_loss_makes_the_metrics_that_read_it_undefined():
+    L = [[1.0, 2.0], [np.nan, 1.0]]   # class-IL with a target outside the active outputs
+    assert np.isnan(metrics.loss_forgetting(L)) and np.isnan(metrics.average_loss(L))
+
+
+@pytest.mark.parametrize("bad", [[[1.0, 2.0]], [[1.0, 0.0], [np.inf, 1.0]], [[-0.1, 0.0], [0.5, 0.5]], [[np.inf]]])
 def test_bad_loss_matrices_are_refused(bad):
     with pytest.raises(ValueError, match="L "):
         metrics.summarize_losses(bad)

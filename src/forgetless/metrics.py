@@ -10,8 +10,9 @@ never modifies it, and returns a Python float. Metrics that compare against earl
 return ``nan`` there rather than raise, so that ``summarize`` works on one-task runs.
 
 Beside R, the loss matrix ``L[t, k]`` = mean test loss (cross-entropy in nats, per sample or per
-byte) on task k after training on tasks 0..t: lower is better, values >= 0 (NaN above the diagonal
-where the loss is undefined: class-incremental, a task whose classes are not yet active). The metrics above
+byte) on task k after training on tasks 0..t: lower is better, values >= 0, NaN where the loss is
+undefined (class-incremental, a task whose classes are not among the active outputs: a metric that reads
+such a cell is NaN). The metrics above
 assume higher is better, so the loss has its own (:func:`average_loss`, :func:`loss_forgetting`).
 """
 from __future__ import annotations
@@ -48,9 +49,9 @@ def _loss_matrix(L: ArrayLike) -> np.ndarray:
     L = np.array(L, dtype=np.float64)
     if L.ndim != 2 or L.shape[0] != L.shape[1] or L.shape[0] == 0:
         raise ValueError(f"L must be a non-empty square (T, T) matrix, got shape {L.shape}")
-    read = L[np.tril_indices(len(L))]  # t >= k: above, a class-incremental task not yet seen may be NaN
-    if not np.all(np.isfinite(read)) or read.min() < 0:
-        raise ValueError("L holds losses, which must be finite and >= 0 where t >= k")
+    defined = L[~np.isnan(L)]  # NaN: an undefined loss (a target that is not among the outputs)
+    if not np.all(np.isfinite(defined)) or (defined < 0).any():
+        raise ValueError("L holds losses, which must be finite and >= 0 (or NaN where undefined)")
     return L
 
 
