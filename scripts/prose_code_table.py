@@ -1,12 +1,14 @@
 #!/usr/bin/env python
-"""results/prose-code/: each method's finished run copied as ``<method>.json`` and ``table.md``, the
-methods side by side (accuracy and, per domain, the test loss in nats per byte, mean ± SEM over seeds).
+"""results/prose-code/: every finished run copied as ``<folder>.json``, and ``table.md``: the methods side
+by side (accuracy and, per domain, the test loss in nats per byte, mean ± SEM over seeds).
 
     .venv/bin/python scripts/prose_code_table.py [--from RUNS_DIR]
 
-With ``--from``, first copies ``RUNS_DIR/<method>/result.json`` (the ``OUT`` of ``scripts/prose-code.sh``)
-for every method that finished. The table is then built from the committed copies alone
-(:func:`forgetless.compare.compare_report`), so it is rebuilt from what is committed.
+With ``--from``, first copies ``RUNS_DIR/<folder>/result.json`` (the ``OUT`` of ``scripts/prose-code.sh``:
+``ewc`` over seeds 0-2, ``naive-s0``… one seed each) for every run that finished. The table is then built
+from the committed copies alone (:func:`forgetless.compare.compare_report`): the runs of one method (one
+per seed) are pooled, each metric over seeds recomputed from the per-seed metrics
+(:func:`forgetless.stats.over_seeds`).
 """
 from __future__ import annotations
 
@@ -16,10 +18,25 @@ from pathlib import Path
 
 from forgetless.compare import compare_report
 from forgetless.files import write_atomic, write_json
+from forgetless.stats import over_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "prose-code"
 ORDER = ("naive", "ewc", "online-ewc", "l2", "si", "mas", "joint")
+
+
+def pooled(runs: list[dict]) -> dict:
+    """One method's runs (one per seed, same settings but the seeds) as one result over all their seeds."""
+    if len(runs) == 1:
+        return runs[0]
+    settings = [{k: v for k, v in r["config"].items() if k != "seeds"} for r in runs]
+    if any(s != settings[0] for s in settings):
+        raise SystemExit(f"{runs[0]['config']['method']}: runs with different settings cannot be pooled")
+    seeds = sorted((s for r in runs for s in r["seeds"]), key=lambda s: s["seed"])
+    per_seed = [s["metrics"] for s in seeds]
+    metrics = {name: over_seeds([m[name] for m in per_seed]) for name in per_seed[0]}
+    config = runs[0]["config"] | {"seeds": [s["seed"] for s in seeds]}
+    return runs[0] | {"config": config, "seeds": seeds, "metrics": metrics}
 
 
 def main() -> None:
@@ -31,8 +48,11 @@ def main() -> None:
         for result in sorted(args.runs.glob("*/result.json")):
             write_json(RESULTS / f"{result.parent.name}.json", json.loads(result.read_text()))
             print(f"copied {result}")
-    found = {p.stem: json.loads(p.read_text()) for p in RESULTS.glob("*.json")}
-    results = {m: found[m] for m in sorted(found, key=lambda m: (ORDER + (m,)).index(m))}
+    found: dict[str, list[dict]] = {}
+    for path in sorted(RESULTS.glob("*.json")):
+        result = json.loads(path.read_text())
+        found.setdefault(result["config"]["method"], []).append(result)
+    results = {m: pooled(found[m]) for m in sorted(found, key=lambda m: (ORDER + (m,)).index(m))}
     if not results:
         raise SystemExit(f"no results in {RESULTS}: run scripts/prose-code.sh OUT, then this with --from OUT")
     write_atomic(RESULTS / "table.md", compare_report(results))
