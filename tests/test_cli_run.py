@@ -31,6 +31,10 @@ def test_run_writes_every_file_and_a_consistent_result(data_dir, tmp_path, capsy
     assert len(R) == 5 and all(len(row) == 5 for row in R)
     # class-incremental: a task whose classes are not yet active cannot be right
     assert R[0][4] == 0.0
+    # ... and its loss is undefined (null), while every cell the loss metrics read is a loss
+    L = result["seeds"][0]["loss_matrix"]
+    assert L[0][4] is None and all(L[t][k] >= 0 for t in range(5) for k in range(t + 1))
+    assert "n/a" in (out / "report.md").read_text()
     # the reported average accuracy is the mean of the last rows over seeds
     last = [sum(s["accuracy_matrix"][-1]) / 5 for s in result["seeds"]]
     assert result["metrics"]["average_accuracy"]["mean"] == pytest.approx(sum(last) / 2)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from forgetless.benchmarks.registry import BENCHMARKS
 from forgetless.cli import main
 from forgetless.defaults import DEFAULTS, default_strength, global_default, lookup
 from forgetless.methods import METHODS
@@ -18,15 +19,18 @@ FAST = ["--iterations", "20", "--hidden", "32", "--batch-size", "64"]
 
 
 def validation_curve(files):
-    """strength -> validation average accuracy after the last task, from a search's committed files."""
+    """strength -> validation score after the last task, higher is better, from a search's committed files:
+    the mean accuracy, or minus the mean loss where the benchmark scores strengths by loss (prose-code)."""
     curve = {}
     for name in files:
         result = json.loads((ROOT / name).read_text())
+        sign = -1 if BENCHMARKS[result["config"]["benchmark"]].selection == "loss" else 1
         search = result.get("strength_search")
         if search:
-            curve |= {s: v for s, v in zip(search["grid"], search["validation_scores"]) if v is not None}
+            curve |= {s: sign * v for s, v in zip(search["grid"], search["validation_scores"]) if v is not None}
         else:  # one run per strength tried
-            curve[result["config"]["strength"]] = result["metrics"]["valid_average_accuracy"]["mean"]
+            metric = "valid_average_loss" if sign < 0 else "valid_average_accuracy"
+            curve[result["config"]["strength"]] = sign * result["metrics"][metric]["mean"]
     return curve
 
 

@@ -131,5 +131,26 @@ def test_bad_baselines_are_refused(bad):
 def test_public_names():
     assert set(metrics.__all__) == {
         "average_accuracy", "average_forgetting", "backward_transfer", "forward_transfer", "newest_task_accuracy",
-        "old_tasks_accuracy", "summarize",
+        "old_tasks_accuracy", "summarize", "average_loss", "loss_forgetting", "summarize_losses",
     }
+
+
+def test_loss_metrics_against_a_hand_made_matrix():
+    nan = float("nan")
+    L = np.array([[1.0, nan, nan], [1.5, 2.0, nan], [1.2, 2.6, 0.9]])  # class-IL: unseen tasks undefined
+    before = L.copy()
+    assert metrics.average_loss(L) == pytest.approx((1.2 + 2.6 + 0.9) / 3)
+    assert metrics.loss_forgetting(L) == pytest.approx(((1.2 - 1.0) + (2.6 - 2.0)) / 2)
+    assert np.array_equal(L, before, equal_nan=True)                      # not mutated
+    assert np.isnan(metrics.loss_forgetting([[0.5]]))
+
+
+def test_an_undefined_loss_makes_the_metrics_that_read_it_undefined():
+    L = [[1.0, 2.0], [np.nan, 1.0]]   # class-IL with a target outside the active outputs
+    assert np.isnan(metrics.loss_forgetting(L)) and np.isnan(metrics.average_loss(L))
+
+
+@pytest.mark.parametrize("bad", [[[1.0, 2.0]], [[1.0, 0.0], [np.inf, 1.0]], [[-0.1, 0.0], [0.5, 0.5]], [[np.inf]]])
+def test_bad_loss_matrices_are_refused(bad):
+    with pytest.raises(ValueError, match="L "):
+        metrics.summarize_losses(bad)

@@ -180,7 +180,7 @@ def test_the_run_search_trained_stacked_scores_and_chooses_as_one_at_a_time(spli
     make_bench = benchmark_factory(config, split_data)
     together = choose_strength(config, make_bench, None, stack=True)
     alone = choose_strength(config, make_bench, None, stack=False)
-    assert together[2].startswith("stacked: ") and alone[2] == "one at a time (not asked for)"
+    assert together[2]["trained"].startswith("stacked: ") and alone[2]["trained"] == "one at a time (not asked for)"
     assert together[0].scores == pytest.approx(alone[0].scores, abs=1e-9)  # one sample flipping would show
     assert together[0].best == alone[0].best and len(set(together[0].scores)) > 1
     assert together[1].accuracy_matrix == pytest.approx(alone[1].accuracy_matrix, abs=1e-9)
@@ -193,7 +193,7 @@ def test_the_run_search_says_why_it_trains_one_at_a_time(split_data):
         choose_strength(config, benchmark_factory(config, split_data), None, stack=True)
     config = RunConfig(method="ewc", strength="auto", strength_grid=(1.0, 10.0), iterations=5,
                        options={"hidden": (8,), "dropout": 0.5})
-    assert "dropout" in choose_strength(config, benchmark_factory(config, split_data), None)[2]
+    assert "dropout" in choose_strength(config, benchmark_factory(config, split_data), None)[2]["trained"]
     config = RunConfig(method="ewc", strength="auto", strength_grid=(1.0, 10.0), iterations=5,
                        options={"hidden": (1000, 1000)})  # not measured
-    assert "not measured to pay" in choose_strength(config, benchmark_factory(config, split_data), None)[2]
+    assert "not measured to pay" in choose_strength(config, benchmark_factory(config, split_data), None)[2]["trained"]

@@ -338,7 +338,7 @@ def test_run_settings_are_the_sweep_keys():
 
     from forgetless.run_config import setting_names
 
-    assert {f.name for f in dataclasses.fields(RunConfig)} - {"options"} <= set(setting_names())
+    assert {f.name for f in dataclasses.fields(RunConfig)} - {"options", "given"} <= set(setting_names())
     assert {"decay", "damping", "estimator", "fisher_samples", "importance_samples", "hidden", "n_tasks",
             "decay_in_penalty", "task_order", "padding", "permute_first"} <= set(setting_names())
     spec = parse_sweep({"grid": {"benchmark": ["split-mnist", "permuted-mnist"], "n_tasks": [2, 3], "method": ["naive"]}})

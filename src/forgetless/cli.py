@@ -136,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{name:>24}: {pm(stat)}")
     if result.get("strength_source"):  # the result of an older run may not say
         print(f"{'strength':>24}: {result['config']['strength']:g} ({result['strength_source']})")
-    files = "config.json, result.json, metrics.csv, report.md, accuracy_matrix.png, task_curves.png"
+    files = "config.json, result.json, metrics.csv, report.md, accuracy_matrix.png, task_curves.png, loss_curves.png"
     print(f"Reused the finished run in {out}" if reused else f"Wrote {out}/{files}")
     return 0
 

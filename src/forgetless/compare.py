@@ -9,9 +9,10 @@ from typing import Any, Callable, Sequence
 from .experiment import BenchmarkFactory, Progress, execute
 from .files import write_atomic, write_json
 from .published import SOURCES, beside, published
-from .report import pm, versus
+from .report import key_cells, pm, versus
 from .run_config import RunConfig
 from .runs import Interrupted, check_usable, claimed, reusable
+from .stats import over_seeds, sem_or_none
 
 
 def compare(
@@ -59,6 +60,9 @@ def compare_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             "backward_transfer": m["backward_transfer"], "forward_transfer": m.get("forward_transfer"),
             "published_average_accuracy": ref,
             "published": beside(c["benchmark"], c["scenario"], method, m["average_accuracy"]),
+            # the loss (lower is better): mean over tasks and each task's after the last one (absent in old runs)
+            "average_loss": m.get("average_loss"), "loss_forgetting": m.get("loss_forgetting"),
+            "final_loss": dict(zip(result["task_names"], result["mean_loss_matrix"][-1])) if "mean_loss_matrix" in result else None,
         })
     return rows
 
@@ -82,7 +86,30 @@ def compare_report(results: dict[str, dict[str, Any]]) -> str:
     sources = [f"{r['method']}: {r['strength_source']}" for r in rows if r["strength_source"]]
     if sources:
         lines += ["Strengths: " + "; ".join(sources) + "."]
+    if all(r.get("loss_per") == "byte" for r in results.values()):
+        lines += loss_table(results)
     return "\n".join(lines) + "\n"
+
+
+def loss_table(results: dict[str, dict[str, Any]]) -> list[str]:
+    """A language model's methods by test loss (nats per byte, lower is better): each task's just after
+    learning it and after the last task, mean ± SEM over seeds."""
+    cells = key_cells(next(iter(results.values()))["task_names"])
+    lines = ["", "Test loss in nats per byte (mean ± SEM over seeds; lower is better):", "",
+             "| method | strength | seeds | " + " | ".join(c[0] for c in cells) + " | loss forgetting |",
+             "|---" * (len(cells) + 4) + "|"]
+    for method, result in results.items():
+        strength = result["config"]["strength"]
+        stats = [over_seeds([s["loss_matrix"][t][k] for s in result["seeds"]]) for _, t, k in cells]
+        forgetting = result["metrics"]["loss_forgetting"]
+        lines.append(f"| {method} | {'' if strength is None else f'{strength:g}'} | {len(result['seeds'])} | "
+                     + " | ".join(map(_loss_cell, stats)) + f" | {_loss_cell(forgetting)} |")
+    return lines
+
+
+def _loss_cell(stat: dict[str, float]) -> str:
+    sem = sem_or_none(stat)  # one seed: no spread measured, no ± shown
+    return f"{stat['mean']:.3f}" + ("" if sem is None else f" ± {sem:.3f}")
 
 
 def write_compare(out: Path, results: dict[str, dict[str, Any]]) -> None:

@@ -7,7 +7,7 @@ and method by a validation search that was run and committed: :data:`DEFAULTS` s
 value, the committed files holding the search's validation scores, the command that ran it, and the
 settings it was searched with where they are not ``forgetless run``'s defaults. Where no search was
 committed the method's global default is used, and the run's report says so
-(:func:`forgetless.experiment.strength_source`). ``tests/test_defaults.py`` checks every row against
+(:func:`forgetless.provenance.strength_source`). ``tests/test_defaults.py`` checks every row against
 its files: the value is the one with the best validation score there, under the settings stated.
 
 Example:
@@ -65,11 +65,18 @@ def _permuted(method: str, strength: float, tried: Mapping[float, str]) -> Chose
     return Chosen(strength, files, _PERMUTED_COMMAND.format(method=method, grid=grid), _PERMUTED)
 
 
+# prose-code (issue 13): scripts/prose-code.sh with the benchmark's own defaults; its search scores the mean
+# validation loss over both domains after code (lower is better), the benchmark's selection
+_PROSE_CODE_EWC = Chosen(3.0, ("results/prose-code/ewc.json",),
+                         "scripts/prose-code.sh OUT ewc: forgetless --threads 1 run --benchmark prose-code --method ewc "
+                         "--seeds 0-2 --strength auto --strength-grid 3,10,30,100")
+
 # (benchmark, scenario, method) -> the chosen default
 DEFAULTS: dict[tuple[str, str, str], Chosen] = {
     ("split-mnist", "task", "ewc"): _searched("split-mnist", "task", "ewc", 1e6),
     ("split-mnist", "task", "online-ewc"): _searched("split-mnist", "task", "online-ewc", 1e6),
     ("split-mnist", "task", "si"): _searched("split-mnist", "task", "si", 10.0),
+    ("prose-code", "domain", "ewc"): _PROSE_CODE_EWC,
     ("permuted-mnist", "domain", "ewc"): _permuted("ewc", 100.0, {100.0: "", 10.0: "-lambda10", 1000.0: "-lambda1000"}),
     ("permuted-mnist", "domain", "online-ewc"): _permuted("online-ewc", 100.0, {100.0: "", 1000.0: "-lambda1000"}),
 }

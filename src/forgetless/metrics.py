@@ -8,6 +8,12 @@ Every function validates its input (2-D, square, finite, in [0, 1]; ``ValueError
 never modifies it, and returns a Python float. Metrics that compare against earlier tasks
 (forgetting, backward and forward transfer) have no tasks to average over when T = 1: they
 return ``nan`` there rather than raise, so that ``summarize`` works on one-task runs.
+
+Beside R, the loss matrix ``L[t, k]`` = mean test loss (cross-entropy in nats, per sample or per
+byte) on task k after training on tasks 0..t: lower is better, values >= 0, NaN where the loss is
+undefined (class-incremental, a task whose classes are not among the active outputs: a metric that reads
+such a cell is NaN). The metrics above
+assume higher is better, so the loss has its own (:func:`average_loss`, :func:`loss_forgetting`).
 """
 from __future__ import annotations
 
@@ -17,8 +23,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 __all__ = [
-    "average_accuracy", "average_forgetting", "backward_transfer", "forward_transfer", "newest_task_accuracy",
-    "old_tasks_accuracy", "summarize",
+    "average_accuracy", "average_forgetting", "average_loss", "backward_transfer", "forward_transfer",
+    "loss_forgetting", "newest_task_accuracy", "old_tasks_accuracy", "summarize", "summarize_losses",
 ]
 
 
@@ -37,6 +43,16 @@ def _matrix(R: ArrayLike) -> np.ndarray:
         raise ValueError(f"R must be a non-empty square (T, T) matrix, got shape {R.shape}")
     _check_probabilities("R", R)
     return R
+
+
+def _loss_matrix(L: ArrayLike) -> np.ndarray:
+    L = np.array(L, dtype=np.float64)
+    if L.ndim != 2 or L.shape[0] != L.shape[1] or L.shape[0] == 0:
+        raise ValueError(f"L must be a non-empty square (T, T) matrix, got shape {L.shape}")
+    defined = L[~np.isnan(L)]  # NaN: an undefined loss (a target that is not among the outputs)
+    if not np.all(np.isfinite(defined)) or (defined < 0).any():
+        raise ValueError("L holds losses, which must be finite and >= 0 (or NaN where undefined)")
+    return L
 
 
 def average_accuracy(R: ArrayLike) -> float:
@@ -123,6 +139,47 @@ def forward_transfer(R: ArrayLike, baseline: ArrayLike) -> float:
     if len(R) == 1:
         return math.nan
     return float((np.diag(R, k=1) - b[1:]).mean())
+
+
+def average_loss(L: ArrayLike) -> float:
+    """Mean loss over all tasks after the last one: (1/T) Σ_k L[T−1, k] (lower is better).
+
+    Example:
+        >>> average_loss([[1.5, 5.5], [1.9, 1.3]])
+        1.6
+    """
+    return float(_loss_matrix(L)[-1].mean())
+
+
+def loss_forgetting(L: ArrayLike) -> float:
+    """Mean rise of each old task's loss from just after learning it to after the last task.
+
+    (1/(T−1)) Σ_{k<T−1} [L[T−1, k] − L[k, k]]: positive values are forgetting (the loss went up),
+    negative ones backward transfer. ``nan`` when T = 1.
+
+    Example:
+        >>> round(loss_forgetting([[1.5, 5.5], [1.9, 1.3]]), 6)
+        0.4
+        >>> round(loss_forgetting([[1.0, 4.0, 4.0], [1.5, 2.0, 4.0], [1.2, 2.6, 0.9]]), 6)  # (0.2 + 0.6) / 2
+        0.4
+        >>> nan = float("nan")
+        >>> round(loss_forgetting([[1.0, nan, nan], [1.5, 2.0, nan], [1.2, 2.6, 0.9]]), 6)  # class-incremental
+        0.4
+    """
+    L = _loss_matrix(L)
+    if len(L) == 1:
+        return math.nan
+    return float((L[-1, :-1] - np.diag(L)[:-1]).mean())
+
+
+def summarize_losses(L: ArrayLike) -> dict[str, float]:
+    """The loss metrics by name.
+
+    Example:
+        >>> {k: round(v, 6) for k, v in summarize_losses([[1.5, 5.5], [1.9, 1.3]]).items()}
+        {'average_loss': 1.6, 'loss_forgetting': 0.4}
+    """
+    return {"average_loss": average_loss(L), "loss_forgetting": loss_forgetting(L)}
 
 
 def summarize(R: ArrayLike, baseline: ArrayLike | None = None) -> dict[str, float]:

@@ -57,3 +57,32 @@ def image_mlp(bench: Benchmark, *, hidden: tuple[int, ...] = (400, 400), dropout
     if not hidden or min(hidden) < 1:
         raise ValueError(f"hidden must list layer widths >= 1, got {tuple(hidden)}")
     return mlp(bench.tasks[0].train.x[0].numel(), hidden, bench.n_outputs, dropout)
+
+
+def byte_model(bench: Benchmark, *, width: int = 128, layers: int = 2, heads: int = 4, mlp_ratio: int = 4,
+               dropout: float = 0.0, seed: int = 0) -> nn.Module:
+    """The ``prose-code`` network: a byte-level causal transformer (:mod:`forgetless.byte_transformer`)
+    whose context is the benchmark's window length and whose head has one unit per output (a byte).
+
+    Args:
+        width: the transformer's model dimension.
+        layers: transformer blocks.
+        heads: attention heads (width must be a multiple).
+        mlp_ratio: each block's MLP has mlp_ratio·width hidden units.
+        dropout: dropout probability on attention weights and residual branches (0: none).
+        seed: initialises the weights (the run's seed; the global RNG is untouched).
+
+    Example:
+        >>> import torch
+        >>> from forgetless.benchmarks import Benchmark, Split, Task
+        >>> s = Split(torch.zeros(2, 8, dtype=torch.long), torch.zeros(2, 8, dtype=torch.long))
+        >>> bench = Benchmark("toy", (Task("t", s, s, s, (0,), (0,)),), 256, "domain")
+        >>> model = byte_model(bench, width=16, layers=1, heads=2)
+        >>> model.config.seq_len, tuple(model(s.x).shape)
+        (8, (2, 8, 256))
+    """
+    from .byte_transformer import byte_transformer
+
+    seq_len = bench.tasks[0].train.x.shape[1]
+    return byte_transformer(seed, seq_len=seq_len, vocab=bench.n_outputs, width=width, layers=layers, heads=heads,
+                            mlp_ratio=mlp_ratio, dropout=dropout)

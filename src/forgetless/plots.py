@@ -72,8 +72,16 @@ def accuracy_heatmap(matrix, task_names, title: str = ""):
     return fig
 
 
-def task_curves(mean_matrix, task_names, title: str = "", std_matrix=None):
-    """Accuracy on each task (one line per task) as the sequence goes on."""
+def task_curves(mean_matrix, task_names, title: str = "", std_matrix=None, *, ylabel: str = "test accuracy",
+                accuracy: bool = True):
+    """Accuracy on each task (one line per task) as the sequence goes on; with ``accuracy=False`` any
+    other matrix of the same layout, e.g. the loss L[t, k] (the y axis then starts at 0, unbounded).
+
+    Example:
+        >>> fig = task_curves([[1.5, 5.5], [1.9, 1.3]], ["prose", "code"], ylabel="test loss", accuracy=False)
+        >>> fig.axes[0].get_ylabel(), float(fig.axes[0].get_ylim()[0])
+        ('test loss', 0.0)
+    """
     import numpy as np
 
     plt = _pyplot()
@@ -89,8 +97,11 @@ def task_curves(mean_matrix, task_names, title: str = "", std_matrix=None):
     ax.plot(steps, [R[t, : t + 1].mean() for t in range(R.shape[0])], "k--", lw=2, label="average (seen tasks)")
     ax.set_xticks(steps, task_names, rotation=45, ha="right", fontsize=8)
     ax.set_xlabel("after training task")
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1.02)
+    ax.set_ylabel(ylabel)
+    if accuracy:
+        ax.set_ylim(0, 1.02)
+    else:
+        ax.set_ylim(bottom=0)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()

@@ -46,11 +46,20 @@ def post_report(result: dict[str, Any]) -> str:
 
 
 def search_table(search: dict[str, Any], title: str, symbol: str, flag: str = "--strength-grid") -> list[str]:
-    """Markdown lines: the validation score of every strength tried, the winner, and a grid-edge warning."""
-    lines = ["", f"{title}:", "", f"| {symbol} | validation |", "|---|---|"]
+    """Markdown lines: the validation score of every strength tried, the winner, and a grid-edge warning;
+    with both validation curves (accuracy and loss) where the search recorded them."""
+    score = f", scoring the {search['score']}" if search.get("score") else ""
+    curves = {s: (a, v) for s, a, v in zip(search.get("strengths", ()), search.get("validation_accuracy", ()),
+                                          search.get("validation_loss", ()))}
+    head = "validation accuracy | validation loss" if curves else "validation"
+    lines = ["", f"{title}{score}:", "", f"| {symbol} | {head} |", "|---|---|" + ("---|" if curves else "")]
     untried = set(search.get("not_tried", ()))
-    for strength, score in zip(search["grid"], search["validation_scores"]):
-        cell = f"{score:.4f}" if score is not None else "not needed (local search)" if strength in untried else "diverged"
+    for strength, value in zip(search["grid"], search["validation_scores"]):
+        if strength in curves:
+            cell = " | ".join("n/a" if v is None else f"{v:.4f}" for v in curves[strength])
+        else:
+            cell = f"{value:.4f}" if value is not None else "not needed (local search)" if strength in untried else "diverged"
+            cell += " | " if curves else ""
         lines.append(f"| {strength:g} | {cell}{' ← chosen' if strength == search['best'] else ''} |")
     if search.get("best_at_grid_edge"):
         lines += ["", f"The chosen value is at the edge of the grid: a wider grid ({flag}) may do better."]
@@ -120,23 +129,26 @@ def run_report(result: dict[str, Any]) -> str:
     lines = [
         f"# {c['method']} on {c['benchmark']}, {c['scenario']}-incremental",
         "",
-        f"Seeds {seeds}; {c['iterations']} iterations per task, batch {c['batch_size']}, Adam lr {c['lr']}, "
-        f"hidden {c['hidden']}; strength {c['strength']}" + (f" ({result['strength_source']})" if result.get("strength_source") else
-                                                              " (validation search)" if result.get("strength_search") else ""),
+        f"Seeds {seeds}; {c['iterations']} iterations per task, batch {c['batch_size']}, Adam lr {c['lr']}"
+        + (f", hidden {c['hidden']}" if "hidden" in c else "")
+        + f"; strength {c['strength']}" + (f" ({result['strength_source']})" if result.get("strength_source") else
+                                           " (validation search)" if result.get("strength_search") else ""),
         f"Data: {result.get('data_source', '?')}. {result['selection'].capitalize()}.",
-        "",
-        "| metric | mean ± standard error over seeds (n seeds) |",
-        "|---|---|",
     ]
+    if result.get("benchmark_info"):
+        lines += ["", f"Built from: {benchmark_info_line(result['benchmark_info'])}."]
+    lines += ["", "| metric | mean ± standard error over seeds (n seeds) |", "|---|---|"]
     lines += [f"| {name} | {pm(stat)} |" for name, stat in result["metrics"].items()]
-    lines += ["", "Mean test accuracy matrix R[t, k] (row: after training task t; column: task k):", "",
-              "| after \\ on | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for name, row in zip(names, result["mean_accuracy_matrix"]):
-        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+    lines += ["", "Mean test accuracy matrix R[t, k] (row: after training task t; column: task k):", ""]
+    lines += matrix_table(names, result["mean_accuracy_matrix"], "{:.3f}")
+    if "mean_loss_matrix" in result:
+        lines += loss_section(result)
     if result.get("regularizer_memory"):
         lines += ["", memory_line(result["regularizer_memory"], "after the last task")]
     if result.get("strength_search"):
-        lines += search_table(result["strength_search"], "Strength search (validation average accuracy, first seed)", "strength")
+        lines += search_table(result["strength_search"], "Strength search (first seed)", "strength")
+    if result.get("setting_sources"):
+        lines += settings_table(c, result["setting_sources"])
     return "\n".join(lines) + "\n"
 
 
@@ -164,3 +176,82 @@ def _size(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
     return f"{n} B"
+
+
+def matrix_table(names: list[str], matrix: list[list[float]], cell: str, std: list[list[float]] | None = None) -> list[str]:
+    """Markdown lines of a (T, T) matrix, rows "after task t", columns "on task k" (± std if given)."""
+    lines = ["| after \\ on | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for t, (name, row) in enumerate(zip(names, matrix)):
+        cells = [_cell(cell, v) + ("" if std is None or _cell(cell, v) == "n/a" else " ± " + _cell(cell, std[t][k]))
+                 for k, v in enumerate(row)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _cell(cell: str, value: float | None) -> str:
+    return "n/a" if value is None or value != value else cell.format(value)  # undefined (NaN, null in JSON)
+
+
+def loss_section(result: dict[str, Any]) -> list[str]:
+    """The loss matrices (test ± std, validation), the untrained network's loss, each task's loss per seed,
+    and for a language model bits per byte and perplexity."""
+    names, unit = result["task_names"], f"nats per {result.get('loss_per', 'sample')}"
+    untrained = ", ".join(f"{n} {v:.3f}" for n, v in zip(names, result["baseline_loss"]))
+    lines = ["", f"Mean test loss matrix L[t, k] ({unit}; ± std over seeds; lower is better). "
+                 f"The untrained network: {untrained}.", ""]
+    lines += matrix_table(names, result["mean_loss_matrix"], "{:.3f}", result["std_loss_matrix"])
+    lines += ["", f"Mean validation loss matrix ({unit}):", ""]
+    lines += matrix_table(names, result["mean_valid_loss_matrix"], "{:.3f}")
+    lines += seed_table(result)
+    if result.get("loss_per") == "byte":
+        import math
+
+        last = result["mean_loss_matrix"][-1]
+        lines += ["", "After the last task (test; bits per byte = loss / ln 2, perplexity = e^loss per byte):", "",
+                  "| task | nats per byte | bits per byte | perplexity |", "|---|---|---|---|"]
+        lines += [f"| {n} | {v:.3f} | {v / math.log(2):.3f} | {math.exp(v):.2f} |" for n, v in zip(names, last)]
+    return lines
+
+
+def key_cells(names: list[str]) -> list[tuple[str, int, int]]:
+    """The cells of a (T, T) matrix that tell forgetting: each task k just after learning it (t = k)
+    and after the last task (t = T−1), as ``(label, t, k)``.
+
+    Example:
+        >>> key_cells(["prose", "code"])
+        [('prose after prose', 0, 0), ('prose after code', 1, 0), ('code after code', 1, 1)]
+    """
+    T = len(names)
+    return [(f"{names[k]} after {names[t]}", t, k) for k in range(T) for t in sorted({k, T - 1})]
+
+
+def seed_table(result: dict[str, Any]) -> list[str]:
+    """Per seed: each task's test loss and accuracy just after learning it and after the last task."""
+    from .stats import over_seeds
+
+    cells = key_cells(result["task_names"])
+    lines = ["", "Per seed, test loss (accuracy) of each task just after learning it and after the last task:", "",
+             "| seed | " + " | ".join(c[0] for c in cells) + " |", "|---" * (len(cells) + 1) + "|"]
+    for run in result["seeds"]:
+        L, R = run["loss_matrix"], run["accuracy_matrix"]
+        lines.append(f"| {run['seed']} | " + " | ".join(f"{L[t][k]:.3f} ({R[t][k]:.3f})" for _, t, k in cells) + " |")
+    if len(result["seeds"]) > 1:
+        stats = [over_seeds([run["loss_matrix"][t][k] for run in result["seeds"]]) for _, t, k in cells]
+        lines.append("| mean ± SEM | " + " | ".join(f"{s['mean']:.3f} ± {s['sem']:.3f}" for s in stats) + " |")
+    return lines
+
+
+def benchmark_info_line(info: dict[str, Any]) -> str:
+    """``Benchmark.info`` in one line (prose-code: the Python version, each text's size and sha256)."""
+    parts = [f"{k} {v}" for k, v in info.items() if k != "domains"]
+    for name, facts in info.get("domains", {}).items():
+        parts.append(f"{name}: {facts['bytes']} bytes, sha256 {facts['sha256'][:12]}…, {facts['source']}")
+    return "; ".join(parts)
+
+
+def settings_table(config: dict[str, Any], sources: dict[str, str]) -> list[str]:
+    """Every setting with a default: its value and where it comes from (given, the benchmark, forgetless)."""
+    lines = ["", "Where each setting comes from:", "", "| setting | value | from |", "|---|---|---|"]
+    for name, source in sources.items():
+        lines.append(f"| {name} | {config.get(name)} | {source} |")
+    return lines

@@ -11,6 +11,10 @@ A setting the run does not use is an error, never dropped or recorded as if used
 settings serves several runs (``compare``, a sweep's ``[base]``), a setting applies to the runs
 that take it, and one that none of them takes is an error. A config file may also hold a table per
 method (``[online-ewc]`` with ``decay = 0.9``): settings for that method only, used when it runs.
+
+A setting not given takes the benchmark's default where it has one (:mod:`forgetless.benchmarks.defaults`:
+``prose-code`` trains 1000 iterations with batch 32), else forgetless's; :func:`forgetless.provenance.sources`
+says which, for every setting.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+from .benchmarks.defaults import Default
 from .benchmarks.registry import BENCHMARKS, benchmark_option_specs, model_option_specs
 from .config import ConfigError, coerce
 from .defaults import default_strength
@@ -28,6 +33,8 @@ from .options import Option
 from .strength import check_grid
 
 AUTO = "auto"  # strength = "auto": search the method's grid on validation data
+# forgetless's protocol defaults, for benchmarks without their own (benchmarks/defaults.py)
+PROTOCOL: dict[str, Any] = {"iterations": 2000, "batch_size": 128, "lr": 1e-3, "reset_optimizer": True}
 NO_VALIDATION = ("strength 'auto' chooses the strength on validation data, but valid_fraction = 0 holds none out: "
                  "give the strength (e.g. --strength 1e6), or a valid_fraction > 0")
 
@@ -37,30 +44,46 @@ class RunConfig:
     """Every setting of a run; its resolved values are written to ``config.json`` before it starts.
 
     The method's, benchmark's and model's options are in ``options`` (as given) and read as
-    attributes too, with their defaults.
+    attributes too, with their defaults. A field left None takes the benchmark's default, else
+    forgetless's (:data:`PROTOCOL`; the scenario: the benchmark's first).
 
     Example:
         >>> c = RunConfig(benchmark="permuted-mnist", scenario="domain", method="online-ewc", options={"decay": 0.9})
-        >>> c.n_tasks, c.decay, c.hidden, c.resolved_strength   # the default chosen for permuted-mnist/domain
-        (10, 0.9, (400, 400), 100.0)
+        >>> c.n_tasks, c.decay, c.hidden, c.resolved_strength, c.iterations   # the default chosen for permuted-mnist/domain
+        (10, 0.9, (400, 400), 100.0, 2000)
+        >>> c = RunConfig(benchmark="prose-code", method="ewc", lr=0.01)   # prose-code's own defaults
+        >>> c.scenario, c.iterations, c.lr, c.estimator
+        ('domain', 1000, 0.01, 'sampled')
     """
 
     benchmark: str = "split-mnist"
-    scenario: str = "task"
+    scenario: str | None = None          # None: the benchmark's first scenario (split MNIST: task)
     method: str = "ewc"
     seeds: tuple[int, ...] = (0,)
-    strength: float | str | None = None  # λ (c for SI), or "auto"; None: the method's default
-    strength_grid: tuple[float, ...] | None = None  # values `--strength auto` tries; None: the method's grid
-    iterations: int = 2000               # mini-batch updates per task
-    batch_size: int = 128
-    lr: float = 1e-3
-    reset_optimizer: bool = True         # a fresh Adam per task; False: one Adam (and its moments) throughout
+    strength: float | str | None = None  # λ (c for SI), or "auto"; None: the benchmark's, else the method's default
+    strength_grid: tuple[float, ...] | None = None  # values `--strength auto` tries; None: the benchmark's, else the method's
+    iterations: int | None = None        # mini-batch updates per task; None: the benchmark's default, else PROTOCOL's
+    batch_size: int | None = None
+    lr: float | None = None              # Adam's learning rate
+    reset_optimizer: bool | None = None  # a fresh Adam per task; False: one Adam (and its moments) throughout
     options: Mapping[str, Any] = field(default_factory=dict)  # the method's, benchmark's and model's, as given
+    # the settings given (not defaulted), kept by dataclasses.replace: provenance.sources reads them
+    given: frozenset[str] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         _choice("benchmark", self.benchmark, tuple(BENCHMARKS))
         _choice("method", self.method, tuple(METHODS))
-        scenarios = BENCHMARKS[self.benchmark].scenarios
+        entry = BENCHMARKS[self.benchmark]
+        if self.given is None:
+            given = {k for k in (*_DEFAULTED, *self.options) if self.raw(k) is not None}
+            object.__setattr__(self, "given", frozenset(given))
+        if self.scenario is None:
+            object.__setattr__(self, "scenario", entry.scenarios[0])
+        for name, value in PROTOCOL.items():
+            if getattr(self, name) is None:
+                default = entry.defaults.setting(name)
+                object.__setattr__(self, name, value if default is None else default.value)
+        scenarios = entry.scenarios
         if self.scenario not in scenarios:
             if self.scenario not in ("task", "domain", "class"):
                 _choice("scenario", self.scenario, ("task", "domain", "class"))
@@ -89,7 +112,11 @@ class RunConfig:
         if self.auto and self.benchmark_options().get("valid_fraction") == 0:
             raise ValueError(NO_VALIDATION)
         # The method checks its own values (e.g. decay in [0, 1], damping finite): build it once now.
-        method.build(None if self.auto else self.strength, self.method_options(), seed=0)
+        method.build(None if self.auto else self.resolved_strength, self.method_options(), seed=0)
+
+    def raw(self, name: str) -> Any:
+        """Setting ``name`` as given (None: not given)."""
+        return self.options.get(name) if name in self.options else getattr(self, name)
 
     def _checked_options(self) -> dict[str, Any]:
         specs = self.option_specs()
@@ -114,7 +141,7 @@ class RunConfig:
         specs = self.option_specs()
         if name not in specs:
             raise AttributeError(f"{type(self).__name__} of {self.method} on {self.benchmark} has no setting {name!r}")
-        return self.options.get(name, specs[name].default)
+        return self._resolved({name: specs[name]})[name]
 
     @property
     def auto(self) -> bool:
@@ -128,6 +155,19 @@ class RunConfig:
             return self.strength
         return default_strength(self.benchmark, self.scenario, self.method)
 
+    @property
+    def search_grid(self) -> tuple[float, ...]:
+        """The strengths ``auto`` tries: those given, else the benchmark's for this method, else the method's."""
+        default = self.benchmark_grid()
+        grid = self.strength_grid or (default.value if default else METHODS[self.method].strength_grid)
+        return tuple(map(float, grid))
+
+    def benchmark_grid(self) -> Default | None:
+        """The benchmark's own strength grid for this method (or its regularizer), if it has one."""
+        regularizer = METHODS[self.method].regularizer
+        names = (self.method,) + ((regularizer.name,) if regularizer is not None else ())
+        return BENCHMARKS[self.benchmark].defaults.grid(names)
+
     def method_options(self) -> dict[str, Any]:
         return self._resolved(METHODS[self.method].options)
 
@@ -138,7 +178,9 @@ class RunConfig:
         return self._resolved(model_option_specs(self.benchmark))
 
     def _resolved(self, specs: Mapping[str, Option]) -> dict[str, Any]:
-        return {name: self.options.get(name, spec.default) for name, spec in specs.items()}
+        mine = BENCHMARKS[self.benchmark].defaults
+        return {name: self.options[name] if name in self.options
+                else (mine.setting(name) or Default(spec.default, "")).value for name, spec in specs.items()}
 
     def resolved(self) -> dict[str, Any]:
         """Every setting this run uses, with defaults filled in, as plain JSON values."""
@@ -154,8 +196,11 @@ class RunConfig:
         return dataclasses.replace(self, strength=strength)
 
 
-COMMON: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name != "options")
-_HINTS = typing.get_type_hints(RunConfig)
+COMMON: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in ("options", "given"))
+_DEFAULTED = ("scenario", "strength", "strength_grid", *PROTOCOL)  # None: a default applies
+# A setting's type as given: None is the dataclass's "not given" (a default applies), not a value to give.
+_HINTS = {k: v if k in ("strength", "strength_grid") else typing.Union[tuple(a for a in typing.get_args(v) if a is not type(None))]
+          if k in _DEFAULTED else v for k, v in typing.get_type_hints(RunConfig).items()}
 
 
 def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:

@@ -195,7 +195,8 @@ def produce(
 
 
 def write_outputs(out: Path, result: dict[str, Any]) -> None:
-    """A ``run``'s files: the plots, ``metrics.csv``, ``report.md``, then ``result.json``."""
+    """A ``run``'s files: the plots (``loss_curves.png`` too: the loss per task), ``metrics.csv``,
+    ``report.md``, then ``result.json``."""
     from .plots import accuracy_heatmap, save_figure, task_curves
     from .report import metrics_csv, run_report
 
@@ -204,6 +205,9 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
     names = result["task_names"]
     save_figure(accuracy_heatmap(result["mean_accuracy_matrix"], names, title), out / "accuracy_matrix.png")
     save_figure(task_curves(result["mean_accuracy_matrix"], names, title, result["std_accuracy_matrix"]), out / "task_curves.png")
+    unit = f"test loss (nats per {result['loss_per']})"
+    save_figure(task_curves(result["mean_loss_matrix"], names, title, result["std_loss_matrix"], ylabel=unit,
+                            accuracy=False), out / "loss_curves.png")
     write_atomic(out / "metrics.csv", metrics_csv(result))
     write_atomic(out / "report.md", run_report(result))
     write_json(out / "result.json", result)  # last: its presence means the run finished

@@ -156,7 +156,9 @@ def accuracy_and_loss(
     """``(accuracy, mean cross-entropy per target in nats)`` of ``data`` in one pass, in eval mode.
 
     Both NaN when nothing is scored (see :func:`accuracy`). For a language model the loss is per
-    token and ``math.exp(loss)`` the perplexity.
+    token and ``math.exp(loss)`` the perplexity. The loss is NaN (undefined: the target's probability
+    is 0) when a target is not among the outputs, e.g. class-incremental, a task whose classes are not
+    yet active; the accuracy is then what it is (those samples are wrong).
 
     Example:
         >>> model = nn.Linear(3, 2)
@@ -189,8 +191,8 @@ def _score(model, data: Split, transform, batch_size: int, with_loss: bool) -> t
                 scored = y != IGNORE
                 correct += int(((logits.argmax(dim=-1) == y) & scored).sum())
                 total += int(scored.sum())
-            if with_loss:
-                loss += float(_summed_loss(logits, y))
+            if with_loss:  # a target beyond the outputs has probability 0: an undefined loss
+                loss += math.nan if int(y.max()) >= logits.shape[-1] else float(_summed_loss(logits, y))
         if total == 0:
             return math.nan, math.nan
         return correct / total, loss / total

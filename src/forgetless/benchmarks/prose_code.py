@@ -39,12 +39,13 @@ from torch import Tensor
 
 from ..data.text import TextCorpus, load_prose_code
 from .base import Benchmark, Split, Task
+from .defaults import BenchmarkDefaults, Default
 from .scenarios import check_scenario
 
 N_BYTES = 256
 TEST_EVERY = 10  # every 10th block is test data
 
-__all__ = ["N_BYTES", "byte_windows", "prose_code", "prose_code_benchmark"]
+__all__ = ["N_BYTES", "PROSE_CODE_DEFAULTS", "byte_windows", "prose_code", "prose_code_benchmark"]
 
 
 def byte_windows(text: bytes, seq_len: int) -> tuple[Tensor, Tensor]:
@@ -150,3 +151,25 @@ def _task(corpus: TextCorpus, seq_len: int, block_windows: int, valid_fraction: 
     splits["train"] = Split(splits["train"].x[order], splits["train"].y[order])
     outputs = tuple(range(N_BYTES))
     return Task(corpus.name, splits["train"], splits["valid"], splits["test"], outputs, outputs)
+
+
+
+_STAGE_1 = "the protocol of issue 13 stage 1's measurements (naive forgot prose, EWC kept more of it, 3 seeds)"
+# The benchmark's own run-setting defaults (forgetless.benchmarks.defaults), each with where its value
+# comes from. Its default strengths are in forgetless.defaults, with the committed search that chose them.
+PROSE_CODE_DEFAULTS = BenchmarkDefaults(
+    settings={
+        "iterations": Default(1000, _STAGE_1),
+        "batch_size": Default(32, _STAGE_1),
+        "lr": Default(3e-3, _STAGE_1),
+        "reset_optimizer": Default(True, f"{_STAGE_1}: a fresh Adam per domain"),
+        "estimator": Default("sampled", "exact needs T·(C−1) = 64·255 backward directions per window (refused "
+                                        "beyond 4096); sampled is its unbiased estimate with one"),
+        "fisher_samples": Default(512, _STAGE_1),
+        "importance_samples": Default(512, "the Fisher's budget (fisher_samples = 512)"),
+    },
+    strength_grid={  # EWC's class grid (1e2…1e6, for MNIST) misses this model's scale by orders of magnitude
+        "ewc": Default((3.0, 10.0, 30.0, 100.0), "half decades from stage 1's λ = 10; the grid of the committed "
+                                                 "search (forgetless.defaults, scripts/prose-code.sh)"),
+    },
+)

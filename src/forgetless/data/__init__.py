@@ -18,7 +18,7 @@ from .fashion import load_fashion_mnist
 from .identity import FASHION_MNIST_IDX_SHA256, MNIST_IDX_SHA256, check_identity, identify
 from .idx import encode_idx, load_idx_dir, load_idx_pair, read_idx, write_idx
 from .mnist import load_mnist
-from .text import CODE_FILES, TextCorpus, load_prose_code
+from .text import CODE_FILES, TextCorpus, TextData, load_prose_code, load_text
 
 __all__ = [
     "CODE_FILES",
@@ -28,6 +28,7 @@ __all__ = [
     "ImageData",
     "MNIST_IDX_SHA256",
     "TextCorpus",
+    "TextData",
     "download_mnist",
     "check_identity",
     "encode_idx",
@@ -37,6 +38,7 @@ __all__ = [
     "load_idx_pair",
     "load_mnist",
     "load_prose_code",
+    "load_text",
     "read_idx",
     "resolve_cache_dir",
     "write_idx",

@@ -15,11 +15,14 @@ it ran on: every :class:`TextCorpus` carries the sha256 of its exact bytes, and 
 benchmark writes both digests (and the Python version) into ``Benchmark.info``. Two runs compare
 only if their digests agree.
 
+The runner (``forgetless run --benchmark prose-code``) loads them through :func:`load_text`, which
+refuses ``--data-dir`` and ``--download``: there is nothing to point at and nothing to fetch.
+
 Example:
     >>> corpora = load_prose_code()
     >>> [c.name for c in corpora], all(len(c.sha256) == 64 for c in corpora)
     (['prose', 'code'], True)
-    >>> corpora[1].text.startswith(b"# file: argparse.py")
+    >>> corpora.code.text.startswith(b"# file: argparse.py")
     True
 """
 from __future__ import annotations
@@ -31,6 +34,7 @@ import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from ._common import LOG, DataError
 
@@ -42,7 +46,7 @@ CODE_FILES: tuple[str, ...] = (
     "tempfile.py",
 )
 
-__all__ = ["CODE_FILES", "TextCorpus", "code_text", "load_prose_code", "prose_text"]
+__all__ = ["CODE_FILES", "TextCorpus", "TextData", "code_text", "load_prose_code", "load_text", "prose_text"]
 
 
 @dataclass(frozen=True, repr=False)
@@ -64,6 +68,24 @@ class TextCorpus:
 
     def __repr__(self) -> str:
         return f"TextCorpus({self.name!r}, {len(self.text)} bytes, sha256 {self.sha256[:12]}…, from {self.source})"
+
+
+class TextData(NamedTuple):
+    """The two domains in training order; a tuple ``(prose, code)`` that also says where it came from.
+
+    Example:
+        >>> data = TextData(TextCorpus("prose", b"ab", "x"), TextCorpus("code", b"cd", "y"))
+        >>> prose, code = data
+        >>> code.name, data.source
+        ('code', 'prose: x (sha256 fb8e20fc2e4c…); code: y (sha256 21e721c35a58…)')
+    """
+
+    prose: TextCorpus
+    code: TextCorpus
+
+    @property
+    def source(self) -> str:
+        return "; ".join(f"{c.name}: {c.source} (sha256 {c.sha256[:12]}…)" for c in self)
 
 
 def prose_text() -> TextCorpus:
@@ -100,12 +122,33 @@ def code_text(stdlib: str | os.PathLike[str] | None = None) -> TextCorpus:
     return TextCorpus("code", b"\n".join(parts), f"{len(CODE_FILES)} files of {folder} (Python {_version()})")
 
 
-def load_prose_code(stdlib: str | os.PathLike[str] | None = None) -> tuple[TextCorpus, TextCorpus]:
+def load_prose_code(stdlib: str | os.PathLike[str] | None = None) -> TextData:
     """``(prose, code)``: the two domains of the ``prose-code`` benchmark, in training order."""
-    corpora = prose_text(), code_text(stdlib)
+    corpora = TextData(prose_text(), code_text(stdlib))
     for c in corpora:
         LOG.info("prose-code: %r", c)
     return corpora
+
+
+def load_text(data_dir: str | os.PathLike[str] | None = None, *, download: bool = False) -> TextData:
+    """The runner's loader of the ``prose-code`` texts: this Python's, never a folder or a download.
+
+    Raises:
+        DataError: ``data_dir`` or ``download`` given (one line: the text ships with Python), or
+            the texts cannot be read.
+
+    Example:
+        >>> load_text("/data")
+        Traceback (most recent call last):
+        ...
+        forgetless.data._common.DataError: prose-code reads its text from this Python's standard library: it takes no --data-dir (got /data)
+    """
+    if data_dir is not None:
+        raise DataError(f"prose-code reads its text from this Python's standard library: it takes no --data-dir "
+                        f"(got {data_dir})")
+    if download:
+        raise DataError("prose-code reads its text from this Python's standard library: there is nothing to --download")
+    return load_prose_code()
 
 
 def _version() -> str:
