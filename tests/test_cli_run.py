@@ -159,7 +159,7 @@ def test_auto_strength_searches_on_validation(data_dir, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("flag, optimizers", [([], 5), (["--no-reset-optimizer"], 1)])
 def test_one_optimizer_for_the_sequence_when_asked(flag, optimizers, data_dir, tmp_path, monkeypatch):
-    from forgetless import experiment
+    from forgetless import seed_run as experiment  # where a run builds its optimizers
 
     made = []
     real_adam = experiment.adam

@@ -38,12 +38,13 @@ def _one_line_error(capsys) -> str:
 
 def _no_training(monkeypatch):
     """Fail the test if any training starts."""
-    from forgetless import experiment, post_jobs
+    from forgetless import post_jobs, seed_run, strength_run
 
     def trained(*args, **kwargs):
         raise AssertionError("training started")
 
-    monkeypatch.setattr(experiment, "train_task", trained)
+    monkeypatch.setattr(seed_run, "train_task", trained)
+    monkeypatch.setattr(strength_run, "train_task", trained)
     monkeypatch.setattr(post_jobs, "train_task", trained)
 
 
