@@ -1,6 +1,8 @@
 """The post's experiment as a table of procedures, on the shared strength search (tiny data, one process)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -145,3 +147,17 @@ def test_the_search_trained_stacked_chooses_and_scores_as_one_at_a_time(bench, m
     assert together["search_rounds"]["ewc-kfac"][0]["trained"].startswith("one at a time: EWC acts between steps")
     assert alone["search_rounds"]["ewc"][0]["trained"] == "one at a time: not asked for (--no-stacked)"
     assert "λ searches (--stacked): EWC: 3 stacked" in post_report(together)
+
+
+def test_a_stacked_copy_that_diverged_reads_as_its_separate_job_would_fail():
+    from concurrent.futures import Future
+
+    from forgetless.post_stacked import Part
+    from forgetless.training import TrainingError
+
+    future = Future()
+    future.set_result([{"valid_accuracy": {"A": 0.5}}, {"valid_accuracy": {"A": float("nan")}, "diverged": "loss became nan"}])
+    assert Part(future, 0).result() == {"valid_accuracy": {"A": 0.5}}
+    with pytest.raises(TrainingError, match="loss became nan"):
+        Part(future, 1).result()
+    assert math.isnan(post.score_or_nan(lambda s: Part(future, 1).result()["valid_accuracy"]["A"], 1.0))  # as a failed job
