@@ -38,8 +38,8 @@ __all__ = ["BENCHMARK", "PROCEDURES", "PostConfig", "PostJobs", "Procedure", "RO
 
 PROTOCOLS = ("fair", "post")
 # Each round of a λ search trained as one stacked model (forgetless.post_stacked) unless --no-stacked.
-# `make demo` (2 workers, 2 busy cores, load 5-6.5), 3 interleaved pairs: stacked/one-at-a-time wall
-# 0.92x, 1.11x, 0.94x, CPU 0.92x, 0.99x, 0.94x: a few percent at best, within the noise (notes/issue-14).
+# `make demo` (2 workers, 2 busy cores, load 2-6.5), 5 interleaved pairs: stacked/one-at-a-time wall
+# 0.92x, 1.11x, 0.94x, 0.89x, 1.00x (median 0.94x): a few percent at best, near the noise (notes/issue-14).
 STACKED = True
 SEARCHES = ("local", "grid")
 # EWC's λ is searched on validation data by default, over quarter decades 10^2.5 … 10^3.75 (316 … 5623):
