@@ -1,12 +1,15 @@
 """The post's experiment as a table of procedures, on the shared strength search (tiny data, one process)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from forgetless import post
 from forgetless.methods import METHODS
 from forgetless.post_jobs import method_options
+from forgetless.report import post_report
 from forgetless.benchmarks import post_split
 from forgetless.data import ImageData
 from forgetless.strength import next_to_try
@@ -21,17 +24,24 @@ def bench():
     return post_split(ImageData(images, labels.astype(np.int64), test_images, test_labels.astype(np.int64), "toy"))
 
 
-def test_a_local_search_trains_each_strength_once_in_the_order_of_the_search(bench, monkeypatch):
+@pytest.mark.parametrize("stacked", [False, True])
+def test_a_local_search_trains_each_strength_once_in_the_order_of_the_search(bench, monkeypatch, stacked):
     trained = []
-    real = post.PostJobs.task_b_phase
+    real, real_stacked = post.PostJobs.task_b_phase, post.PostJobs.task_b_phases
 
     def spy(self, name, schedule, after_a, strength=None):
         trained.append((name, strength))
         return real(self, name, schedule, after_a, strength)
 
+    def spy_stacked(self, name, schedule, after_a, strengths):
+        trained.extend((name, s) for s in strengths)
+        return real_stacked(self, name, schedule, after_a, strengths)
+
     monkeypatch.setattr(post.PostJobs, "task_b_phase", spy)
+    monkeypatch.setattr(post.PostJobs, "task_b_phases", spy_stacked)
     config = post.PostConfig(epochs=1, hidden=16, strength_grid=(1.0, 10.0, 100.0, 1000.0, 10000.0))
-    result = post.run_post(config, bench)
+    result = post.run_post(config, bench, stacked=stacked)
+    assert result["search_rounds"]["ewc"][0]["trained"] == ("stacked" if stacked else "one at a time: not asked for (--no-stacked)")
     tried = [s for name, s in trained if name == "ewc"]
     assert len(tried) == len(set(tried))  # no strength trained twice
     scores = dict(zip(result["strength_search"]["grid"], result["strength_search"]["validation_scores"]))
@@ -108,3 +118,46 @@ def test_each_row_gets_only_its_own_options():
     assert method_options(config, post.ROWS["ewc"]) == {"estimator": "exact", "fisher_samples": 100}
     assert method_options(config, post.ROWS["l2"]) == {}
     assert post.PostConfig().kfac_damping == METHODS["ewc-kfac"].options["kfac_damping"].default == 0.3
+
+
+def test_the_search_trained_stacked_chooses_and_scores_as_one_at_a_time(bench, monkeypatch):
+    stacked_jobs = []
+    real = post.PostJobs.task_b_phases
+
+    def spy(self, name, schedule, after_a, strengths):
+        stacked_jobs.append((name, strengths))
+        return real(self, name, schedule, after_a, strengths)
+
+    monkeypatch.setattr(post.PostJobs, "task_b_phases", spy)
+    config = post.PostConfig(epochs=2, hidden=16, strength_grid=(1.0, 10.0, 100.0, 1e3, 1e4, 1e5),
+                             kfac_strength_grid=(1.0, 10.0, 100.0))
+    together = post.run_post(config, bench, stacked=True)
+    alone = post.run_post(config, bench, stacked=False)
+    assert together["stacked"] and not alone["stacked"]
+    assert [n for n, _ in stacked_jobs] == ["ewc"] * len(stacked_jobs) and stacked_jobs[0][1] == (100.0, 1e3, 1e4)
+    for key in ("strength_search", "kfac_strength_search"):
+        assert together[key]["best"] == alone[key]["best"]
+        assert together[key]["validation_scores"] == pytest.approx(alone[key]["validation_scores"], abs=1e-9)
+    assert len(set(together["strength_search"]["validation_scores"]) - {None}) > 1  # the strengths do differ
+    for name, row in alone["procedures"].items():
+        for split in ("accuracy", "valid_accuracy"):
+            assert together["procedures"][name][split] == pytest.approx(row[split], abs=1e-9), name
+    assert together["config"] == alone["config"]
+    assert together["search_rounds"]["ewc"][0] == {"strengths": [100.0, 1e3, 1e4], "trained": "stacked"}
+    assert together["search_rounds"]["ewc-kfac"][0]["trained"].startswith("one at a time: EWC acts between steps")
+    assert alone["search_rounds"]["ewc"][0]["trained"] == "one at a time: not asked for (--no-stacked)"
+    assert "λ searches (--stacked): EWC: 3 stacked" in post_report(together)
+
+
+def test_a_stacked_copy_that_diverged_reads_as_its_separate_job_would_fail():
+    from concurrent.futures import Future
+
+    from forgetless.post_stacked import Part
+    from forgetless.training import TrainingError
+
+    future = Future()
+    future.set_result([{"valid_accuracy": {"A": 0.5}}, {"valid_accuracy": {"A": float("nan")}, "diverged": "loss became nan"}])
+    assert Part(future, 0).result() == {"valid_accuracy": {"A": 0.5}}
+    with pytest.raises(TrainingError, match="loss became nan"):
+        Part(future, 1).result()
+    assert math.isnan(post.score_or_nan(lambda s: Part(future, 1).result()["valid_accuracy"]["A"], 1.0))  # as a failed job

@@ -51,14 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--workers", type=opt.positive_int, default=None,
                       help="processes running its jobs side by side, one torch thread each (default: the CPUs "
                            "available, at most 8); 1 runs everything in this process with --threads threads")
+    opt.add_stacked(post, "each round of a λ search trained as one stacked model where its row allows (not K-FAC; default)")
     opt.add_output_options(post)
     opt.add_data_options(post)
 
     run = sub.add_parser("run", help="one method on a benchmark over seeds: accuracy matrix, metrics, plots")
     opt.add_run_options(run)
     run.add_argument("--method", help=f"one of: {', '.join(METHODS)}")
-    run.add_argument("--stacked", action=argparse.BooleanOptionalAction, default=None, help="--strength auto trains "
-                     "its strengths as one stacked model (default: where it pays, small MLPs), or --no-stacked: one at a time")
+    opt.add_stacked(run, "--strength auto trains its strengths as one stacked model (default: where it pays, small MLPs)")
     compare = sub.add_parser("compare", help="several methods on one benchmark: one table and one plot")
     opt.add_run_options(compare)
     compare.add_argument("--methods", default="naive,ewc,online-ewc,si",
@@ -99,7 +99,7 @@ def cmd_post(args: argparse.Namespace) -> int:
     with opt.progress_bar(post.steps_total(config, bench), "forgetless seed") as bar:
         result, reused = post.execute(config, out, bench, data_source=data.source, fingerprint=data_fingerprint(data),
                                       overwrite=args.overwrite, workers=args.workers or available_cpus(8),
-                                      on_step=lambda: bar.update(1), on_more=opt.grow(bar))
+                                      on_step=lambda: bar.update(1), on_more=opt.grow(bar), stacked=args.stacked)
     print(post_table(result))
     c = result["config"]
     print(f"\nEWC λ = {c['strength']:g} ({c['strength_source']}), K-FAC EWC λ = {c['kfac_strength']:g} "

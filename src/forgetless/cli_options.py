@@ -213,3 +213,9 @@ def progress_bars() -> Iterator[Callable[[str, int], Callable[[], None]]]:
     finally:
         for bar in bars:
             bar.close()
+
+
+def add_stacked(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--stacked/--no-stacked`` (default None: the command's own default)."""
+    parser.add_argument("--stacked", action=argparse.BooleanOptionalAction, default=None,
+                        help=f"{what}; --no-stacked: one at a time")

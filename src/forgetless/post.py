@@ -29,6 +29,7 @@ from typing import Any, Callable
 from .benchmarks import Benchmark
 from .methods import METHODS
 from .post_jobs import BENCHMARK, PostJobs, Procedure, Schedule, method_options, steps, union
+from .post_stacked import submit_round
 from .published import BLOG_POST
 from .strength import Search, check_grid, score_or_nan
 from .workers import job_runner, workers_that_fit
@@ -36,6 +37,10 @@ from .workers import job_runner, workers_that_fit
 __all__ = ["BENCHMARK", "PROCEDURES", "PostConfig", "PostJobs", "Procedure", "ROWS", "Schedule", "execute", "run_post"]
 
 PROTOCOLS = ("fair", "post")
+# Each round of a λ search trained as one stacked model (forgetless.post_stacked) unless --no-stacked.
+# `make demo` (2 workers, 2 busy cores, load 2-6.5), 5 interleaved pairs: stacked/one-at-a-time wall
+# 0.92x, 1.11x, 0.94x, 0.89x, 1.00x (median 0.94x): a few percent at best, near the noise (notes/issue-14).
+STACKED = True
 SEARCHES = ("local", "grid")
 # EWC's λ is searched on validation data by default, over quarter decades 10^2.5 … 10^3.75 (316 … 5623):
 # the region where the best λ of every seed 0-4 fell in our measurements (see the README); a winner on
@@ -159,20 +164,28 @@ def _key(schedule: Schedule) -> tuple[int, float]:
 
 
 def run_post(config: PostConfig, bench: Benchmark, on_step: Callable[[], None] | None = None, *, workers: int = 1,
-             on_more: Callable[[int], None] | None = None) -> dict[str, Any]:
+             on_more: Callable[[int], None] | None = None, stacked: bool | None = None) -> dict[str, Any]:
     """Run every procedure, in ``workers`` processes (1: here); returns the ``result.json`` content.
 
     ``on_step()`` after every training step; ``on_more(n)`` when a local λ search adds n steps to
-    :func:`steps_total`'s count. The result does not depend on ``workers`` beyond float rounding:
-    workers use one torch thread each, so a run here with one thread gives the same numbers.
+    :func:`steps_total`'s count. ``stacked`` (None: :data:`STACKED`): each round of a search (the
+    local search's first 3 strengths, then their untried neighbours) trained as one stacked model
+    where its row allows (a diagonal quadratic penalty: not K-FAC), else one job per strength;
+    ``result.json``'s ``search_rounds`` says which. The result does not depend on ``workers`` or
+    ``stacked`` beyond float rounding: workers use one torch thread each, so a run here with one
+    thread gives the same numbers.
     """
+    stacked = STACKED if stacked is None else stacked
     workers = workers_that_fit(workers, [t for task in bench.tasks for split in (task.train, task.valid, task.test)
                                          for t in (split.x, split.y)])
     plan = schedules(config)
     sequential = sorted((p for p in PROCEDURES if not _joint(p)), key=lambda p: not p.searched)  # searches start first
     searches = {p.name: _search(config, p) for p in sequential if p.strength and getattr(config, p.strength) == "auto"}
-    runs: dict[tuple[str, float | None], Future] = {}
-    tried: dict[Future, tuple[str, float]] = {}  # a search's runs: (row, strength)
+    runs: dict[tuple[str, float | None], Any] = {}  # each (row, strength)'s result: a Future or a post_stacked.Part
+    tried: dict[Future, tuple[str, list[float]]] = {}  # a search's jobs: (row, the strengths a job trains)
+    rounds: dict[str, list[dict[str, Any]]] = {}  # per row, how each round of strengths was trained
+    submitted: list[Future] = []
+    checker = PostJobs(config, bench, ROWS)
 
     def score(name: str, strength: float) -> float:
         valid = runs[name, strength].result()["valid_accuracy"]
@@ -188,11 +201,16 @@ def run_post(config: PostConfig, bench: Benchmark, on_step: Callable[[], None] |
         pending = set(task_a)
 
         def start(name: str, strengths, after_a: dict[str, Any]) -> None:
-            for strength in strengths:
-                runs[name, strength] = jobs.submit("task_b_phase", name, plan[name], after_a, strength)
+            if not strengths:
+                return
+            futures, results, record = submit_round(jobs, checker, name, plan[name], after_a, strengths, stacked)
+            rounds.setdefault(name, []).append(record)
+            runs.update({(name, s): r for s, r in results.items()})
+            for future in futures:
                 if name in searches:
-                    tried[runs[name, strength]] = (name, strength)
-                pending.add(runs[name, strength])
+                    tried[future] = (name, [s for s, r in results.items() if getattr(r, "future", r) is future])
+                pending.add(future)
+                submitted.append(future)
 
         after: dict[str, dict[str, Any]] = {}
         while pending:
@@ -204,13 +222,14 @@ def run_post(config: PostConfig, bench: Benchmark, on_step: Callable[[], None] |
                         first = searches[p.name].first() if p.name in searches else first_strengths(config, p)
                         start(p.name, first, after[p.name])
                 elif done in tried:  # a search's run: once all started are scored, a local search may ask for more
-                    name, strength = tried[done]
-                    more = searches[name].record(strength, score_or_nan(lambda s: score(name, s), strength))
+                    name, strengths = tried[done]
+                    more = [m for strength in strengths
+                            for m in searches[name].record(strength, score_or_nan(lambda s: score(name, s), strength))]
                     if more and on_more is not None:
                         on_more(len(more) * steps(bench.tasks[1].train, plan[name].epochs_b, config.batch_size))
                     start(name, more, after[name])
-        jobs.wait_all([*joint.values(), *runs.values()])
-    return _result(config, joint, runs, searches, task_a, workers)
+        jobs.wait_all([*joint.values(), *submitted])
+    return {**_result(config, joint, runs, searches, task_a, workers), "stacked": stacked, "search_rounds": rounds}
 
 
 def _result(config: PostConfig, joint: dict[str, Future], runs: dict, searches: dict[str, Search],
@@ -247,12 +266,12 @@ def _result(config: PostConfig, joint: dict[str, Future], runs: dict, searches: 
 
 def execute(config: PostConfig, out, bench: Benchmark, *, data_source: str, fingerprint: str, overwrite: bool = False,
             workers: int = 1, on_step: Callable[[], None] | None = None,
-            on_more: Callable[[int], None] | None = None) -> tuple[dict[str, Any], bool]:
+            on_more: Callable[[int], None] | None = None, stacked: bool | None = None) -> tuple[dict[str, Any], bool]:
     """The post's experiment into the run folder ``out`` (or the finished run there reused); (result, reused)."""
     from . import runs
 
     return runs.produce(out, requested=asdict(config), data_source=data_source, fingerprint=fingerprint,
-                        compute=lambda: run_post(config, bench, on_step, workers=workers, on_more=on_more),
+                        compute=lambda: run_post(config, bench, on_step, workers=workers, on_more=on_more, stacked=stacked),
                         write=write_outputs, overwrite=overwrite)
 
 

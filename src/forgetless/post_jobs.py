@@ -18,6 +18,7 @@ from torch import nn
 from .benchmarks import Benchmark, Split
 from .benchmarks.registry import make_model
 from .methods import METHODS
+from .post_stacked import task_b_phases
 from .regularizers import Regularizer
 from .training import accuracy, adam, train_task
 
@@ -119,6 +120,12 @@ class PostJobs:
         label = f"{name} λ={strength:g}, task B" if reg is not None else f"{name}, task B"
         self.train(model, self.task_b.train, schedule.epochs_b, label, reg, salt=2)
         return self.outcome(model, schedule, reg, start)
+
+    def task_b_phases(self, name: str, schedule: Schedule, after_a: dict[str, Any],
+                      strengths: tuple[float, ...]) -> list[dict[str, Any]]:
+        """:meth:`task_b_phase` at each of ``strengths``, trained as one stacked model
+        (:func:`forgetless.post_stacked.task_b_phases`)."""
+        return task_b_phases(self, name, schedule, after_a, strengths)
 
     def outcome(self, model: nn.Module, schedule: Schedule, reg: Regularizer | None, start: float) -> dict[str, Any]:
         scores = {split: {t.name: accuracy(model, getattr(t, split)) for t in self.bench.tasks} for split in ("test", "valid")}

@@ -5,12 +5,14 @@ Every strength a row tries starts from the same task-A model and the same regula
 alike (``PostJobs.train``): only λ differs. So the K jobs of :meth:`PostJobs.task_b_phase` are one
 stacked job, :func:`task_b_phases`, which returns what they return, up to float rounding.
 
-``jobs`` is a ``forgetless.post_jobs.PostJobs`` (not imported here: ``post`` may import this module).
+``jobs`` is a ``forgetless.post_jobs.PostJobs`` (not imported here: ``post_jobs`` imports this module).
+:func:`submit_round` is how :func:`forgetless.post.run_post` submits each round of a row's search.
 """
 from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import Future
 from typing import Any, Sequence
 
 import torch
@@ -88,3 +90,36 @@ def _times(on_step, k: int):
 def diverged(outcome: dict[str, Any]) -> TrainingError | None:
     """The error a stacked copy's separate run would have raised, or None."""
     return TrainingError(outcome["diverged"]) if "diverged" in outcome else None
+
+
+class Part:
+    """Strength i's outcome of a stacked job's future: ``result()`` returns it, or raises the
+    :class:`TrainingError` its separate job would have raised (the search then scores it NaN)."""
+
+    def __init__(self, future: Future, i: int) -> None:
+        self.future, self.i = future, i
+
+    def result(self) -> dict[str, Any]:
+        outcome = self.future.result()[self.i]
+        error = diverged(outcome)
+        if error is not None:
+            raise error
+        return outcome
+
+
+def submit_round(runner, jobs, name: str, schedule, after_a: dict[str, Any], strengths: Sequence[float | None],
+                 stacked: bool) -> tuple[list[Future], dict[float | None, Any], dict[str, Any]]:
+    """Submit row ``name``'s ``strengths`` to ``runner`` (:func:`forgetless.workers.job_runner`'s): as one
+    stacked job when ``stacked`` is asked and :func:`stacks` finds nothing against it (``jobs``, a
+    ``PostJobs`` here, checks), else one job per strength.
+
+    Returns the futures to wait for, each strength's result (a future or a :class:`Part`), and a record
+    of the round for ``result.json``: its strengths and how they were trained.
+    """
+    why = stacks(jobs, name, schedule, after_a, strengths) if stacked else "not asked for (--no-stacked)"
+    record = {"strengths": list(strengths), "trained": "stacked" if why is None else f"one at a time: {why}"}
+    if why is None:
+        group = runner.submit("task_b_phases", name, schedule, after_a, tuple(strengths))
+        return [group], {s: Part(group, i) for i, s in enumerate(strengths)}, record
+    futures = {s: runner.submit("task_b_phase", name, schedule, after_a, s) for s in strengths}
+    return list(futures.values()), futures, record

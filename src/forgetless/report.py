@@ -36,6 +36,10 @@ def post_report(result: dict[str, Any]) -> str:
         f"{strengths}" + (f"; K-FAC damping {damping:g}." if damping is not None else "."),
         f"Data: {result.get('data_source', '?')}. {result['selection'].capitalize()}.",
     ]
+    if "search_rounds" in result:  # older results do not say
+        lines += ["", f"λ searches ({'--stacked' if result['stacked'] else '--no-stacked'}): " + "; ".join(
+            f"{text}: " + ", then ".join(f"{len(r['strengths'])} {r['trained']}" for r in result["search_rounds"][row])
+            for row, _, text, _ in rows if row in result["search_rounds"]) + "."]
     memory = [(text, result["procedures"][row].get("memory")) for row, _, text, _ in rows]
     lines += [""] + [memory_line(m, f"after task A ({text})") for text, m in memory if m]
     for row, key, text, flag in rows:
