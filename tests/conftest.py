@@ -15,3 +15,13 @@ def _one_thread():
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def float64():
+    """float64 models make "equal to the brute force" crisp; the default dtype is restored for other tests.
+    A module asks for it with ``pytestmark = pytest.mark.usefixtures("float64")``."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)

@@ -9,13 +9,7 @@ from forgetless.fisher import ESTIMATORS, fisher_diagonal
 
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    """float64 models make "equal to the brute force" crisp; restored for other test modules."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")  # float64 makes "equal to the brute force" crisp (conftest)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,12 +18,7 @@ from forgetless.fisher import KFAC_ESTIMATORS, fisher_diagonal, fisher_kfac
 TOL = 1e-5  # relative, float64
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")  # float64 makes "equal to the brute force" crisp (conftest)
 
 
 # ---------------------------------------------------------------------------------------------

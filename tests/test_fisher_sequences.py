@@ -18,12 +18,7 @@ from forgetless.per_sample import output_norm_sensitivity
 T, VOCAB, CLASSES = 3, 5, 3
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")  # float64 makes "equal to the brute force" crisp (conftest)
 
 
 class TinyLM(nn.Module):

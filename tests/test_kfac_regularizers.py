@@ -9,12 +9,7 @@ import forgetless
 from forgetless import EWC, OnlineEWC, StateFileError, fisher_diagonal, fisher_kfac
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")  # float64 makes "equal to the brute force" crisp (conftest)
 
 
 class Net(nn.Module):

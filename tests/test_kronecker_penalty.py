@@ -7,12 +7,7 @@ import torch
 from forgetless.kronecker import KroneckerTerm, bias_name, damp_kronecker, kronecker_penalty, merge_kronecker
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")  # float64 makes "equal to the brute force" crisp (conftest)
 
 
 def psd(n, gen):

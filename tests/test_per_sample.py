@@ -12,12 +12,7 @@ from forgetless import per_sample
 from forgetless.per_sample import output_norm_sensitivity, per_sample_sums
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")  # float64 makes "equal to the brute force" crisp (conftest)
 
 
 RHO = {"square": torch.square, "abs": torch.abs}
