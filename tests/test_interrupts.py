@@ -59,7 +59,10 @@ def alive(pids: set[int]) -> set[int]:
 
 
 def start(argv: list[str], cwd: Path) -> subprocess.Popen:
-    code = "import sys; from forgetless.cli import main; sys.exit(main(sys.argv[1:]))"
+    # Ctrl-C handled as in a terminal's foreground job, even when the tests themselves run as a background
+    # job (a shell without job control starts those with SIGINT ignored, and Python keeps an inherited SIG_IGN)
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from forgetless.cli import main; sys.exit(main(sys.argv[1:]))")
     # a session of its own: signals to its process group reach it and its workers, as a terminal's Ctrl-C does
     return subprocess.Popen([sys.executable, "-c", code, *argv], cwd=cwd, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
