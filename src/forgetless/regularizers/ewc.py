@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ..kronecker import KroneckerTerm, kronecker_penalty
 from ..quadratic import merge_quadratic, quadratic_penalty
 from .base import Batches, OutputTransform, Regularizer, Variant, model_parameters, snapshot
-from .kronecker_state import (KFAC_DAMPING, KFAC_STRENGTH, KFAC_STRENGTH_GRID, anchors_by_name, layer_memory,
+from .kronecker_state import (KFAC_DAMPING, check_factors_allowed, KFAC_STRENGTH, KFAC_STRENGTH_GRID, anchors_by_name, layer_memory,
                               layer_params, model_problem, protected_state_problem, read_terms)
 from .options import check_seed, check_strength
 from .task_fisher import FISHER_CHOICES, check_fisher_options, check_structure_options, task_fisher
@@ -171,8 +171,7 @@ class EWC(Regularizer):
         return super().state_problem(state) or protected_state_problem(state, one_anchor=False)
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        if self.structure != "kfac" and any(k.startswith("kfac_in.") for k in state):
-            raise ValueError(f"EWC.load_state_dict: the state has Kronecker factors but structure={self.structure!r}")
+        check_factors_allowed("EWC", self.structure, state)
         super().load_state_dict(state)
         self._terms = None
 

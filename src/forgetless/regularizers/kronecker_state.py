@@ -45,6 +45,12 @@ def check_structure(structure: object, damping: object = 0.0) -> float:
     return damping
 
 
+def check_factors_allowed(owner: str, structure: str, state: Mapping[str, Tensor]) -> None:
+    """Refuse a state holding Kronecker factors for a regularizer whose structure is not ``"kfac"``."""
+    if structure != "kfac" and any(k.startswith("kfac_in.") for k in state):
+        raise ValueError(f"{owner}.load_state_dict: the state has Kronecker factors but structure={structure!r}")
+
+
 def layer_params(weight: str, a: Tensor, w: Tensor) -> tuple[str, ...]:
     """The parameters of a factored layer: its weight ``w``, and its bias when A has a bias row."""
     return (weight, bias_name(weight)) if a.shape[0] == w[0].numel() + 1 else (weight,)

@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from ..kronecker import KroneckerTerm, kronecker_penalty, merge_kronecker
 from ..quadratic import quadratic_penalty
 from .base import Batches, OutputTransform, Regularizer, Variant, add_per_parameter, model_parameters, snapshot
-from .kronecker_state import (KFAC_DAMPING, KFAC_STRENGTH, KFAC_STRENGTH_GRID, layer_memory, layer_params,
+from .kronecker_state import (KFAC_DAMPING, check_factors_allowed, KFAC_STRENGTH, KFAC_STRENGTH_GRID, layer_memory, layer_params,
                               model_problem, protected_state_problem, read_terms)
 from .options import check_number, check_seed, check_strength
 from .task_fisher import FISHER_CHOICES, check_fisher_options, check_structure_options, task_fisher
@@ -220,9 +220,7 @@ class OnlineEWC(Regularizer):
         return super().state_problem(state) or protected_state_problem(state, one_anchor=True)
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        if self.structure != "kfac" and any(k.startswith("kfac_in.") for k in state):
-            raise ValueError(f"OnlineEWC.load_state_dict: the state has Kronecker factors but "
-                             f"structure={self.structure!r}")
+        check_factors_allowed("OnlineEWC", self.structure, state)
         super().load_state_dict(state)
         self._terms = None
 
