@@ -20,6 +20,7 @@ from pathlib import Path
 
 from forgetless.files import write_atomic, write_json
 from forgetless.paper import beyond, cells, compact, compact_json, read_runs, summary_of, table_markdown
+from forgetless.sweep.summary import group_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "vandeven2019"
@@ -30,7 +31,11 @@ PROTOCOLS = {  # folder name -> the table's name for it, and the command behind 
                                  "--workers 1 --out {folder}"),
     "ours": ("our protocol", "forgetless --threads 1 compare --config configs/vandeven2019/ours/{bench}.toml "
                              "--scenario {scenario} --methods naive,ewc,online-ewc,si --out {folder}"),
+    # not in the paper: the Kronecker-factored EWC (issue 10), our protocol, set beside our diagonal rows
+    "kfac": ("our protocol, Kronecker-factored", "forgetless --threads 1 compare --config configs/vandeven2019/ours/{bench}.toml "
+                                                 "--scenario {scenario} --methods ewc-kfac,online-ewc-kfac --seeds 0-2 --out {folder}"),
 }
+DIAGONAL = {"ewc-kfac": "ewc", "online-ewc-kfac": "online-ewc"}  # a K-FAC row -> the diagonal row it is set beside
 
 
 def refresh(runs_dir: Path) -> list[str]:
@@ -60,7 +65,7 @@ def build() -> tuple[str, list]:
     """The table from the compact files, and the notes saying where each file's runs come from."""
     protocols, notes = {}, []
     for protocol, (name, _) in PROTOCOLS.items():
-        entries = []
+        entries: list = []
         for path in sorted((RESULTS / protocol).glob("*.json")):
             data = json.loads(path.read_text())
             entries += read_runs(path)
@@ -74,9 +79,41 @@ def build() -> tuple[str, list]:
     flagged = [f"- {cell}" for cell in beyond(rows)] or ["- none"]
     gaps = [f"Cells more than 2 combined SEs from the published value, or with no SE (one seed); what explains "
             f"each, measured, or that it is not explained yet: README.md, \"{GAPS}\".", "", *flagged]
-    text = ("\n".join(title) + table_markdown(rows, list(protocols)) + "\n" + "\n".join(gaps) + "\n\nRuns:\n\n"
-            + "\n".join(notes) + "\n")
+    kfac = protocols.pop(PROTOCOLS["kfac"][0])
+    extra = beside_diagonal(kfac, protocols[PROTOCOLS["ours"][0]])
+    text = ("\n".join(title) + table_markdown(rows, list(protocols)) + "\n" + "\n".join(gaps) + "\n\n"
+            + "".join(line + "\n" for line in extra) + ("\n" if extra else "") + "Runs:\n\n" + "\n".join(notes) + "\n")
     return text, rows
+
+
+def beside_diagonal(kfac: list, ours: list) -> list[str]:
+    """Markdown: each Kronecker-factored row (no published cell) beside our protocol's diagonal row of the
+    same cell, the difference in points and in combined standard errors, and whether the seeds are the same."""
+    diagonal = {(r["benchmark"], r["scenario"], r["method"]): r for r in group_rows(ours)}
+    lines = ["## Beyond the paper: Kronecker-factored EWC beside the diagonal (our protocol)", "",
+             "| benchmark | scenario | method | measured (%) | diagonal row (%) | K-FAC − diagonal | same seeds |",
+             "|---|---|---|---|---|---|---|"]
+    for row in group_rows(kfac):
+        base = diagonal.get((row["benchmark"], row["scenario"], DIAGONAL[row["method"]]))
+        cells = [row["benchmark"], row["scenario"], row["method"], _percent(row)]
+        if base is None:
+            cells += ["–", "–", "–"]
+        else:
+            a, b = row["average_accuracy"], base["average_accuracy"]
+            se = (a["sem"] ** 2 + b["sem"] ** 2) ** 0.5 if a["n"] > 1 and b["n"] > 1 else None
+            diff = 100 * (a["mean"] - b["mean"])
+            cells += [f"{DIAGONAL[row['method']]}: {_percent(base)}",
+                      f"{diff:+.2f}" + (f" ({diff / (100 * se):+.2f} SE)" if se else ""),
+                      "yes" if sorted(row["seeds"]) == sorted(base["seeds"]) else "no"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines if len(lines) > 4 else []
+
+
+def _percent(row: dict) -> str:
+    stat = row["average_accuracy"]
+    sem = f" ± {100 * stat['sem']:.2f}" if stat["n"] > 1 else ""
+    strength = "" if row["strength"] is None else f", strength {row['strength']:g}"
+    return f"{100 * stat['mean']:.2f}{sem} (n={stat['n']}{strength})"
 
 
 def main(argv: list[str] | None = None) -> int:

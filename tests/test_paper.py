@@ -130,3 +130,21 @@ def test_every_cell_beyond_2_se_in_the_committed_table_is_explained_in_the_readm
     for cell in beyond(rows):
         protocol, name = cell.split(" (")[0].split(": ")
         assert f"**{protocol}: {name}**" in section, f"{cell}: not in README.md, {script.GAPS!r}"
+
+
+def test_the_kfac_rows_are_set_beside_our_diagonal_rows_of_the_same_cell(tmp_path, monkeypatch):
+    script = _script()
+    monkeypatch.setattr(script, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(script, "ROOT", tmp_path)
+    runs_dir = tmp_path / "runs"
+    diagonal = {0: [0.6, 0.6], 1: [0.7, 0.7], 2: [0.8, 0.8]}   # average 0.7 ± 0.0577 (SEM)
+    kfac = {0: [0.8, 0.8], 1: [0.9, 0.9], 2: [1.0, 1.0]}       # average 0.9 ± 0.0577
+    _write(runs_dir / "vandeven2019-ours-split-mnist-domain" / "ewc", _result("ewc", 100.0, [0, 1, 2], diagonal)
+           | {"config": TASK | {"scenario": "domain", "method": "ewc", "strength": 100.0, "seeds": [0, 1, 2]}})
+    _write(runs_dir / "vandeven2019-kfac-split-mnist-domain" / "ewc-kfac", _result("ewc-kfac", 31.6, [0, 1], kfac)
+           | {"config": TASK | {"scenario": "domain", "method": "ewc-kfac", "strength": 31.6, "seeds": [0, 1]}})
+    assert script.main(["--from", str(runs_dir)]) == 0
+    table = (tmp_path / "results" / "table.md").read_text()
+    # K-FAC seeds 0-1: 0.85 ± 0.05; diagonal 0.7 ± 0.1/√3; +15 points / √(5² + 5.7735²) = +1.96 SE; seeds differ
+    assert ("| split-mnist | domain | ewc-kfac | 85.00 ± 5.00 (n=2, strength 31.6) | ewc: 70.00 ± 5.77 (n=3, "
+            "strength 100) | +15.00 (+1.96 SE) | no |") in table
