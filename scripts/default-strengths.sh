@@ -70,8 +70,8 @@ ALL=(
   # the seed split (even digits, then odd digits; domain-incremental): every method's own grid
   "seed-split domain ewc 1,10,100,1000,1e4,1e5,1e6"
   "seed-split domain online-ewc 1,10,100,1000,1e4,1e5,1e6"
-  "seed-split domain si 0.01,0.1,1,10,100,1000,10000"
-  "seed-split domain mas 0.01,0.1,1,10,100,1000,10000"
+  "seed-split domain si 0.01,0.1,1,10,100,1000,10000,1e5,1e6"   # 1e4 won the grid up to 1e4 (its edge)
+  "seed-split domain mas 1e-4,0.001,0.01,0.1,1,10,100,1000,10000"   # 0.01 won the grid from 0.01 (its edge)
   "seed-split domain l2 0.001,0.01,0.1,1,10,100,1000"
 )
 

@@ -76,6 +76,10 @@ DEFAULTS: dict[tuple[str, str, str], Chosen] = {
     ("split-mnist", "task", "ewc"): _searched("split-mnist", "task", "ewc", 1e6),
     ("split-mnist", "task", "online-ewc"): _searched("split-mnist", "task", "online-ewc", 1e6),
     ("split-mnist", "task", "si"): _searched("split-mnist", "task", "si", 10.0),
+    # the seed split through `forgetless run` (its defaults: 2×400 MLP, 2000 steps per task), not `forgetless seed`
+    ("seed-split", "domain", "ewc"): _searched("seed-split", "domain", "ewc", 1000.0),
+    ("seed-split", "domain", "online-ewc"): _searched("seed-split", "domain", "online-ewc", 1000.0),
+    ("seed-split", "domain", "l2"): _searched("seed-split", "domain", "l2", 1.0),
     ("prose-code", "domain", "ewc"): _PROSE_CODE_EWC,
     ("permuted-mnist", "domain", "ewc"): _permuted("ewc", 100.0, {100.0: "", 10.0: "-lambda10", 1000.0: "-lambda1000"}),
     ("permuted-mnist", "domain", "online-ewc"): _permuted("online-ewc", 100.0, {100.0: "", 1000.0: "-lambda1000"}),
