@@ -20,7 +20,9 @@ before one output (a sentence classifier) their "reduce" convention (A and G of 
 is the closer one, not offered here. With one position both are plain K-FAC.
 
 To teach the engine a new layer type: write its reduction here and add it to :data:`LAYER_RULES`
-(and a test against a batch-size-1 loop in ``tests/test_per_sample.py``). A module whose type (or
+(a type of an optional library to :data:`NAMED_LAYER_RULES`, by name, so that importing forgetless
+never imports that library), with a test against a batch-size-1 loop in ``tests/test_per_sample.py``
+(``tests/test_gpt2_fisher.py`` for Hugging Face's ``Conv1D``). A module whose type (or
 base type) has no rule, or that overrides ``forward``, goes through the generic ``torch.func``
 path, which is correct for any vmap-able model but materialises per-sample gradients.
 """
@@ -44,7 +46,7 @@ OutputFactor = Callable[[nn.Module, list[Tensor]], Tensor]
 
 CHUNK_ELEMENTS = 1 << 24  # per-sample intermediates of a rule stay below this many elements
 
-__all__ = ["LAYER_RULES", "KroneckerRule", "LayerRule", "rule_for"]
+__all__ = ["LAYER_RULES", "NAMED_LAYER_RULES", "KroneckerRule", "LayerRule", "rule_for"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,8 @@ class LayerRule:
 
 
 def rule_for(module: nn.Module) -> LayerRule | None:
-    """The rule of ``module``'s type (or nearest base type in the table), or None.
+    """The rule of ``module``'s type (or nearest base type in :data:`LAYER_RULES` or
+    :data:`NAMED_LAYER_RULES`), or None.
 
     A subclass that overrides ``forward`` computes something else: it gets no rule.
 
@@ -89,7 +92,7 @@ def rule_for(module: nn.Module) -> LayerRule | None:
     """
     cls = type(module)
     for base in cls.__mro__:
-        rule = LAYER_RULES.get(base)
+        rule = LAYER_RULES.get(base) or NAMED_LAYER_RULES.get(f"{base.__module__}.{base.__qualname__}")
         if rule is not None:
             return rule if cls.forward is base.forward and rule.accepts(module) else None
     return None
@@ -97,13 +100,25 @@ def rule_for(module: nn.Module) -> LayerRule | None:
 
 def _linear(m: nn.Linear, inputs: list[Tensor], grads: list[Tensor], rho: Rho) -> dict[str, Tensor]:
     """Per-sample gradients g aᵀ (weight) and g (bias); for a 2-D input Σ_n ρ(g_n a_nᵀ) = ρ(g)ᵀ ρ(a)."""
+    return _dense(inputs, grads, rho, m.in_features, m.out_features)
+
+
+def _conv1d(m: nn.Module, inputs: list[Tensor], grads: list[Tensor], rho: Rho) -> dict[str, Tensor]:
+    """Hugging Face's ``Conv1D`` (GPT-2): y = x W + b, a Linear whose weight is stored as (in, out)."""
+    d_in, d_out = m.weight.shape
+    out = _dense(inputs, grads, rho, d_in, d_out)
+    return {"weight": out["weight"].T, "bias": out["bias"]}
+
+
+def _dense(inputs: list[Tensor], grads: list[Tensor], rho: Rho, d_in: int, d_out: int) -> dict[str, Tensor]:
+    """y = W a + b on inputs (N, ..., d_in): Σ_{n,k} ρ(Σ_positions g aᵀ) as (d_out, d_in), and the bias's."""
     k, n = grads[0].shape[:2]
     if len(inputs) == 1 and inputs[0].dim() == 2:
         s = rho(grads[0]).sum(0)                       # (N, out): Σ_k ρ(g)
         return {"weight": s.T @ rho(inputs[0]), "bias": s.sum(0)}
-    a = torch.cat([t.reshape(n, -1, m.in_features) for t in inputs], 1)
-    g = torch.cat([t.reshape(k, n, -1, m.out_features) for t in grads], 2)
-    w = a.new_zeros(m.out_features, m.in_features)
+    a = torch.cat([t.reshape(n, -1, d_in) for t in inputs], 1)
+    g = torch.cat([t.reshape(k, n, -1, d_out) for t in grads], 2)
+    w = a.new_zeros(d_out, d_in)
     step = max(1, CHUNK_ELEMENTS // (k * w.numel()))
     for i in range(0, n, step):
         w += rho(torch.einsum("knto,nti->knoi", g[:, i:i + step], a[i:i + step])).sum((0, 1))
@@ -214,4 +229,11 @@ LAYER_RULES: dict[type[nn.Module], LayerRule] = {
                          kronecker=KroneckerRule(_conv2d_input_factor, _conv2d_output_factor)),
     nn.Embedding: LayerRule(("weight",), _embedding, accepts=_plain_embedding),
     nn.LayerNorm: LayerRule(("weight", "bias"), _layer_norm),
+}
+# Layer types of optional libraries, named "module.QualName": found without importing the library
+# (``import forgetless`` must not pull in transformers). Hugging Face's Conv1D has no Kronecker
+# factors here: its weight is stored (in, out), and kronecker.py's penalty reads a factored weight
+# as (out, in) with its bias as the last column; under structure="kfac" it gets the diagonal.
+NAMED_LAYER_RULES: dict[str, LayerRule] = {
+    "transformers.pytorch_utils.Conv1D": LayerRule(("weight", "bias"), _conv1d),
 }

@@ -8,7 +8,7 @@ space, chosen by the caller from z); the engine returns, for every trainable par
 i.e. the per-sample gradient of ⟨z_n, v_{n,k}⟩ reduced elementwise, without a loop over samples:
 
 * Modules with a rule in :data:`forgetless.layer_rules.LAYER_RULES` (``nn.Linear``, ``nn.Conv2d``,
-  ``nn.Embedding``, ``nn.LayerNorm``): forward hooks keep each call's input a and output; one
+  ``nn.Embedding``, ``nn.LayerNorm``; Hugging Face's ``Conv1D`` by name): forward hooks keep each call's input a and output; one
   backward pass gives every sample's gradient g w.r.t. those outputs, for all K cotangents at once
   (``is_grads_batched``: measured ~2x faster than K backward passes with retain_graph); the layer's
   rule reduces them without materialising per-sample gradients where its algebra allows (for a
