@@ -15,7 +15,7 @@ transformers = pytest.importorskip("transformers")  # only users without the ext
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 from transformers.pytorch_utils import Conv1D  # noqa: E402
 
-from forgetless import fisher_diagonal, per_sample  # noqa: E402
+from forgetless import fisher_diagonal, fisher_kfac, per_sample  # noqa: E402
 from forgetless.integrations.causal_lm import CausalLMLogits  # noqa: E402
 from forgetless.layer_rules import rule_for  # noqa: E402
 
@@ -128,6 +128,11 @@ def test_conv1d_has_a_rule_found_by_name_and_subclasses_overriding_forward_do_no
     assert rule_for(SlowConv1D(3, 2)) is None
 
 
+def test_no_gpt2_parameter_takes_the_torch_func_path():
+    model, (x, _) = gpt2(), data()
+    assert generic_params(model, x) == []  # Conv1D by its rule, wpe on per-sequence positions, wte tied to lm_head
+
+
 @pytest.mark.parametrize("estimator", ["exact", "sampled", "empirical"])
 def test_gpt2_fisher_equals_the_batch_size_1_loop(estimator):
     model, (x, y) = gpt2(), data()
@@ -144,3 +149,11 @@ def test_conv1d_rule_equals_the_torch_func_path(estimator):
     assert [n for n in generic_params(twin, x) if "h.0.attn.c_attn" in n] == ["transformer.h.0.attn.c_attn.bias",
                                                                             "transformer.h.0.attn.c_attn.weight"]
     assert_rel_close(forgetless_fisher(model, x, y, estimator), forgetless_fisher(twin, x, y, estimator))
+
+
+def test_kfac_structure_gives_gpt2_its_diagonal():
+    """Conv1D has no Kronecker factors and lm_head's weight is tied: no block, every parameter its diagonal."""
+    model, (x, y) = gpt2(), data()
+    got = fisher_kfac(CausalLMLogits(model), (x, y), estimator="empirical")
+    assert got.factors == {}
+    assert_rel_close(got.diagonal, fisher_diagonal(CausalLMLogits(model), (x, y), estimator="empirical"), 1e-10)

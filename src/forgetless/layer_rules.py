@@ -39,6 +39,10 @@ Rho = Callable[[Tensor], Tensor]
 # (module, inputs of its calls, output gradients of its calls (K, N, ...), ρ) -> {attr: Σ_{n,k} ρ(∂/∂attr)}
 Elementwise = Callable[[nn.Module, list[Tensor], list[Tensor], Rho], dict[str, Tensor]]
 
+# (module, inputs of its calls, output gradients of its calls, attribute, samples) -> that parameter's
+# per-sample gradients for those samples, (K, len(samples), *shape), a new tensor (the engine adds into it)
+PerSample = Callable[[nn.Module, list[Tensor], list[Tensor], str, slice], Tensor]
+
 # (module, inputs of its calls, with a bias column?) -> Σ_n mean over positions of ā āᵀ
 InputFactor = Callable[[nn.Module, list[Tensor], bool], Tensor]
 # (module, output gradients of its calls (K, N, ...)) -> Σ_{n,k} Σ over positions of g gᵀ
@@ -72,12 +76,17 @@ class LayerRule:
         accepts: extra conditions on a module instance (e.g. Conv2d without groups).
         kronecker: the Kronecker factors of (``weight``, ``bias``), or None (no K-FAC block: the
             layer's parameters get the diagonal).
+        per_sample: the per-sample gradients themselves, for a parameter the module shares with other
+            modules (a token embedding tied to the output head): the engine adds its holders'
+            per-sample gradients, a few samples at a time, before ρ. None: a shared parameter of this
+            type takes the generic path.
     """
 
     params: tuple[str, ...]
     elementwise: Elementwise
     accepts: Callable[[nn.Module], bool] = lambda m: True
     kronecker: KroneckerRule | None = None
+    per_sample: PerSample | None = None
 
 
 def rule_for(module: nn.Module) -> LayerRule | None:
@@ -123,6 +132,25 @@ def _dense(inputs: list[Tensor], grads: list[Tensor], rho: Rho, d_in: int, d_out
     for i in range(0, n, step):
         w += rho(torch.einsum("knto,nti->knoi", g[:, i:i + step], a[i:i + step])).sum((0, 1))
     return {"weight": w, "bias": rho(g.sum(2)).sum((0, 1))}
+
+
+def _linear_per_sample(m: nn.Linear, inputs: list[Tensor], grads: list[Tensor], attr: str, samples: slice) -> Tensor:
+    return _dense_per_sample(inputs, grads, attr, samples, m.in_features, m.out_features, "knto,nti->knoi")
+
+
+def _conv1d_per_sample(m: nn.Module, inputs: list[Tensor], grads: list[Tensor], attr: str, samples: slice) -> Tensor:
+    d_in, d_out = m.weight.shape
+    return _dense_per_sample(inputs, grads, attr, samples, d_in, d_out, "knto,nti->knio")
+
+
+def _dense_per_sample(inputs, grads, attr, samples, d_in, d_out, product) -> Tensor:
+    """Per-sample Σ_positions g (bias) or the ``product`` of g and a (weight), for ``samples`` only."""
+    k = grads[0].shape[0]
+    g = torch.cat([t[:, samples].reshape(k, t[:, samples].shape[1], -1, d_out) for t in grads], 2)
+    if attr == "bias":
+        return g.sum(2)
+    a = torch.cat([t[samples].reshape(g.shape[1], -1, d_in) for t in inputs], 1)
+    return torch.einsum(product, g, a)
 
 
 def _second_moment(a: Tensor, positions: int, bias: bool) -> Tensor:
@@ -210,6 +238,20 @@ def _embedding(m: nn.Embedding, inputs: list[Tensor], grads: list[Tensor], rho: 
     return {"weight": weight.index_add_(0, unique % m.num_embeddings, rho(per_sample).sum(0))}
 
 
+def _embedding_per_sample(m: nn.Embedding, inputs: list[Tensor], grads: list[Tensor], attr: str,
+                          samples: slice) -> Tensor:
+    """Each sample's (rows × dim) gradient: its positions' g added into the rows it looked up."""
+    k, d = grads[0].shape[0], m.embedding_dim
+    rows = torch.cat([t[samples].reshape(t[samples].shape[0], -1) for t in inputs], 1)      # (c, L)
+    c = rows.shape[0]
+    g = torch.cat([t[:, samples].reshape(k, c, -1, d) for t in grads], 2)                    # (K, c, L, d)
+    if m.padding_idx is not None:  # the padding row gets no gradient
+        g = g * (rows != m.padding_idx).unsqueeze(-1).to(g.dtype)
+    key = rows + m.num_embeddings * torch.arange(c, device=rows.device).unsqueeze(1)      # row of sample j's block
+    out = g.new_zeros(k, c * m.num_embeddings, d).index_add_(1, key.reshape(-1), g.reshape(k, -1, d))
+    return out.view(k, c, m.num_embeddings, d)
+
+
 def _layer_norm(m: nn.LayerNorm, inputs: list[Tensor], grads: list[Tensor], rho: Rho) -> dict[str, Tensor]:
     """y = x̂ ⊙ w + b: per-sample gradients Σ_positions g ⊙ x̂ (weight) and Σ_positions g (bias)."""
     k, n = grads[0].shape[:2]
@@ -224,10 +266,11 @@ def _layer_norm(m: nn.LayerNorm, inputs: list[Tensor], grads: list[Tensor], rho:
 
 LAYER_RULES: dict[type[nn.Module], LayerRule] = {
     nn.Linear: LayerRule(("weight", "bias"), _linear,
-                         kronecker=KroneckerRule(_linear_input_factor, _linear_output_factor)),
+                         kronecker=KroneckerRule(_linear_input_factor, _linear_output_factor),
+                         per_sample=_linear_per_sample),
     nn.Conv2d: LayerRule(("weight", "bias"), _conv2d, accepts=_plain_conv2d,
                          kronecker=KroneckerRule(_conv2d_input_factor, _conv2d_output_factor)),
-    nn.Embedding: LayerRule(("weight",), _embedding, accepts=_plain_embedding),
+    nn.Embedding: LayerRule(("weight",), _embedding, accepts=_plain_embedding, per_sample=_embedding_per_sample),
     nn.LayerNorm: LayerRule(("weight", "bias"), _layer_norm),
 }
 # Layer types of optional libraries, named "module.QualName": found without importing the library
@@ -235,5 +278,5 @@ LAYER_RULES: dict[type[nn.Module], LayerRule] = {
 # factors here: its weight is stored (in, out), and kronecker.py's penalty reads a factored weight
 # as (out, in) with its bias as the last column; under structure="kfac" it gets the diagonal.
 NAMED_LAYER_RULES: dict[str, LayerRule] = {
-    "transformers.pytorch_utils.Conv1D": LayerRule(("weight", "bias"), _conv1d),
+    "transformers.pytorch_utils.Conv1D": LayerRule(("weight", "bias"), _conv1d, per_sample=_conv1d_per_sample),
 }

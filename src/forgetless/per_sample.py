@@ -158,8 +158,8 @@ def reduce_per_sample_kronecker(
 def kronecker_layers(model: nn.Module) -> dict[str, tuple[int, int]]:
     """Weight name -> (size of A, size of G) for every layer :func:`reduce_per_sample_kronecker` may factor.
 
-    That is every module whose rule has Kronecker factors and whose weight is trainable and its own;
-    A counts the bias when the bias is too. Whether a layer IS factored is decided on each batch (e.g.
+    That is every module whose rule has Kronecker factors and whose weight is trainable and its own
+    (a weight tied to another module's gets the diagonal); A counts the bias when the bias is too. Whether a layer IS factored is decided on each batch (e.g.
     a weight also used outside the module's calls is not).
 
     Example:
@@ -168,11 +168,18 @@ def kronecker_layers(model: nn.Module) -> dict[str, tuple[int, int]]:
     """
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     out = {}
-    for m, names in _fast_candidates(model, params).items():
-        if "weight" in names and rule_for(m).kronecker is not None:
-            w = params[names["weight"]]
-            out[names["weight"]] = (w[0].numel() + ("bias" in names), w.shape[0])
+    for names in _factorable(_fast_candidates(model, params)).values():
+        w = params[names["weight"]]
+        out[names["weight"]] = (w[0].numel() + ("bias" in names), w.shape[0])
     return out
+
+
+def _factorable(modules: dict[nn.Module, dict[str, str]]) -> dict[nn.Module, dict[str, str]]:
+    """The modules whose rule has Kronecker factors, with their weight and none of their parameters
+    shared with another of ``modules``."""
+    shared = _shared(modules)
+    return {m: names for m, names in modules.items()
+            if "weight" in names and rule_for(m).kronecker is not None and not shared.keys() & set(names.values())}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -278,7 +285,7 @@ class _KroneckerBatchSums(_BatchSums):
     parameters Σ squares under their names."""
 
     def _reduce(self, x, z, calls, fast, v) -> dict:
-        blocks = {m: names for m, names in fast.items() if "weight" in names and rule_for(m).kronecker is not None}
+        blocks = _factorable(fast)
         out: dict = {}
         with torch.no_grad():  # A depends on the inputs only: once per pass, whatever the cotangents
             for m, names in blocks.items():
@@ -287,15 +294,11 @@ class _KroneckerBatchSums(_BatchSums):
                 out[(weight, "factored")] = z.new_tensor(float(len(x)))
         for grads in _output_gradients(z, v, fast, calls):
             with torch.no_grad():
-                for m, names in fast.items():
-                    if m in blocks:
-                        key = (names["weight"], "G")
-                        g = rule_for(m).kronecker.output_factor(m, grads[m])
-                        out[key] = out[key] + g if key in out else g
-                        continue
-                    part = rule_for(m).elementwise(m, [c.input for c in calls[m]], grads[m], self.rho)
-                    for attr, name in names.items():
-                        out[name] = out[name] + part[attr] if name in out else part[attr]
+                for m, names in blocks.items():
+                    key = (names["weight"], "G")
+                    g = rule_for(m).kronecker.output_factor(m, grads[m])
+                    out[key] = out[key] + g if key in out else g
+                _add_elementwise(out, {m: names for m, names in fast.items() if m not in blocks}, calls, grads, self.rho)
         del z, calls  # free the graph and the captured activations before the generic pass
         covered = {name for names in blocks.values() for name in names.values()} | set(out)
         generic = [name for name in self.params if name not in covered]
@@ -317,11 +320,17 @@ class _Call:
 
 
 def _fast_candidates(model: nn.Module, params: dict[str, Tensor]) -> dict[nn.Module, dict[str, str]]:
-    """Supported modules -> {attr: param name}, for trainable parameters owned by that module alone."""
-    owners: dict[int, set[tuple[int, str]]] = {}
+    """Supported modules -> {attr: param name}, for trainable parameters owned by that module alone, or
+    shared only with modules whose rules give per-sample gradients (a tied embedding and output head)."""
+    owners: dict[int, list[tuple[nn.Module, str]]] = {}
     for m in model.modules():
         for attr, p in m.named_parameters(recurse=False, remove_duplicate=False):
-            owners.setdefault(id(p), set()).add((id(m), attr))
+            owners.setdefault(id(p), []).append((m, attr))
+
+    def per_sample(m: nn.Module, attr: str) -> bool:
+        rule = rule_for(m)
+        return rule is not None and rule.per_sample is not None and attr in rule.params
+
     name_of = {id(p): name for name, p in params.items()}
     out: dict[nn.Module, dict[str, str]] = {}
     for m in model.modules():
@@ -329,7 +338,7 @@ def _fast_candidates(model: nn.Module, params: dict[str, Tensor]) -> dict[nn.Mod
         if rule is None:
             continue
         mine = {attr: name_of[id(p)] for attr in rule.params if (p := getattr(m, attr, None)) is not None
-                and id(p) in name_of and len(owners[id(p)]) == 1}
+                and id(p) in name_of and (len(owners[id(p)]) == 1 or all(per_sample(*o) for o in owners[id(p)]))}
         if mine:
             out[m] = mine
     return out
@@ -370,16 +379,34 @@ def _forward_capturing(model, x, candidates, transform):
 
 
 def _validate_fast(candidates, calls, z, n):
-    """Keep the modules whose parameters reach the output only through their hooked calls on a batch of n."""
+    """Keep the modules whose parameters reach the output only through hooked calls on a batch of n
+    (a shared parameter: the calls of all the modules holding it, every one of them kept)."""
     uses = _graph_uses(z)
+    holders: dict[int, list[nn.Module]] = {}
+    for m, names in candidates.items():
+        for attr in names:
+            holders.setdefault(id(getattr(m, attr)), []).append(m)
     fast = {}
     for m, names in candidates.items():
         cs = calls[m]
         if not cs or any(c.input.shape[0] != n or c.output.shape[0] != n for c in cs):
             continue  # never called (weights used functionally?) or batch not on dim 0
-        if all(uses.get(id(getattr(m, attr)), 0) == len(cs) for attr in names):
+        if all(uses.get(id(p), 0) == sum(len(calls[h]) for h in holders[id(p)])
+               for p in (getattr(m, attr) for attr in names)):
             fast[m] = names
+    while dropped := [m for m in fast if any(h not in fast for attr in fast[m] for h in holders[id(getattr(m, attr))])]:
+        for m in dropped:  # a holder of its shared parameter is not kept: that parameter's sum would miss a part
+            del fast[m]
     return fast
+
+
+def _shared(modules: dict[nn.Module, dict[str, str]]) -> dict[str, list[tuple[nn.Module, str]]]:
+    """Parameter name -> its holders (module, attr), for the parameters more than one of ``modules`` holds."""
+    holders: dict[str, list[tuple[nn.Module, str]]] = {}
+    for m, names in modules.items():
+        for attr, name in names.items():
+            holders.setdefault(name, []).append((m, attr))
+    return {name: hs for name, hs in holders.items() if len(hs) > 1}
 
 
 def _graph_uses(z: Tensor) -> dict[int, int]:
@@ -406,11 +433,32 @@ def _fast_sums(z, v, fast, calls, rho) -> dict[str, Tensor]:
     sums: dict[str, Tensor] = {}
     for grads in _output_gradients(z, v, fast, calls):
         with torch.no_grad():
-            for m, names in fast.items():
-                part = rule_for(m).elementwise(m, [c.input for c in calls[m]], grads[m], rho)
-                for attr, name in names.items():
-                    sums[name] = sums[name] + part[attr] if name in sums else part[attr]
+            _add_elementwise(sums, fast, calls, grads, rho)
     return sums
+
+
+def _add_elementwise(out: dict, modules, calls, grads, rho) -> None:
+    """out[name] += Σ_{n,k} ρ(per-sample gradient) for the parameters of ``modules``; a shared one's
+    holders' per-sample gradients are added first, a few samples at a time (one sample at least:
+    one per-sample gradient of that parameter is then the floor of the memory it takes)."""
+    shared = _shared(modules)
+    for m, names in modules.items():
+        own = {attr: name for attr, name in names.items() if name not in shared}
+        if own:
+            part = rule_for(m).elementwise(m, [c.input for c in calls[m]], grads[m], rho)
+            for attr, name in own.items():
+                out[name] = out[name] + part[attr] if name in out else part[attr]
+    for name, holders in shared.items():
+        k, n = grads[holders[0][0]][0].shape[:2]
+        step = max(1, CHUNK_ELEMENTS // (k * getattr(*holders[0]).numel()))
+        for i in range(0, n, step):
+            total = None
+            for m, attr in holders:
+                part = rule_for(m).per_sample(m, [c.input for c in calls[m]], grads[m], attr, slice(i, i + step))
+                total = part if total is None else total.add_(part)
+            part = rho(total).sum((0, 1))
+            del total
+            out[name] = out[name] + part if name in out else part
 
 
 def _output_gradients(z, v, fast, calls) -> Iterator[dict[nn.Module, list[Tensor]]]:
