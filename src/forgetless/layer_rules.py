@@ -109,29 +109,39 @@ def rule_for(module: nn.Module) -> LayerRule | None:
 
 def _linear(m: nn.Linear, inputs: list[Tensor], grads: list[Tensor], rho: Rho) -> dict[str, Tensor]:
     """Per-sample gradients g aᵀ (weight) and g (bias); for a 2-D input Σ_n ρ(g_n a_nᵀ) = ρ(g)ᵀ ρ(a)."""
-    return _dense(inputs, grads, rho, m.in_features, m.out_features)
+    return _dense(inputs, grads, rho, m.in_features, m.out_features, stored_in_out=False)
 
 
 def _conv1d(m: nn.Module, inputs: list[Tensor], grads: list[Tensor], rho: Rho) -> dict[str, Tensor]:
     """Hugging Face's ``Conv1D`` (GPT-2): y = x W + b, a Linear whose weight is stored as (in, out)."""
     d_in, d_out = m.weight.shape
-    out = _dense(inputs, grads, rho, d_in, d_out)
-    return {"weight": out["weight"].T, "bias": out["bias"]}
+    return _dense(inputs, grads, rho, d_in, d_out, stored_in_out=True)
 
 
-def _dense(inputs: list[Tensor], grads: list[Tensor], rho: Rho, d_in: int, d_out: int) -> dict[str, Tensor]:
-    """y = W a + b on inputs (N, ..., d_in): Σ_{n,k} ρ(Σ_positions g aᵀ) as (d_out, d_in), and the bias's."""
+def _dense(inputs: list[Tensor], grads: list[Tensor], rho: Rho, d_in: int, d_out: int, *,
+           stored_in_out: bool) -> dict[str, Tensor]:
+    """y = W a + b on inputs (N, ..., d_in): Σ_{n,k} ρ(Σ_positions g aᵀ), shaped (d_out, d_in) or, when
+    the weight is ``stored_in_out``, (d_in, d_out) (computed in that layout: no transposed copy), and the bias's."""
     k, n = grads[0].shape[:2]
     if len(inputs) == 1 and inputs[0].dim() == 2:
         s = rho(grads[0]).sum(0)                       # (N, out): Σ_k ρ(g)
-        return {"weight": s.T @ rho(inputs[0]), "bias": s.sum(0)}
+        return {"weight": rho(inputs[0]).T @ s if stored_in_out else s.T @ rho(inputs[0]), "bias": s.sum(0)}
     a = torch.cat([t.reshape(n, -1, d_in) for t in inputs], 1)
     g = torch.cat([t.reshape(k, n, -1, d_out) for t in grads], 2)
-    w = a.new_zeros(d_out, d_in)
-    step = max(1, CHUNK_ELEMENTS // (k * w.numel()))
+    product = "knto,nti->knio" if stored_in_out else "knto,nti->knoi"
+    w = None
+    step = max(1, CHUNK_ELEMENTS // (k * d_in * d_out))
     for i in range(0, n, step):
-        w += rho(torch.einsum("knto,nti->knoi", g[:, i:i + step], a[i:i + step])).sum((0, 1))
-    return {"weight": w, "bias": rho(g.sum(2)).sum((0, 1))}
+        part = sum_leading(rho(torch.einsum(product, g[:, i:i + step], a[i:i + step])))
+        w = part if w is None else w.add_(part)
+    return {"weight": w, "bias": sum_leading(rho(g.sum(2)))}
+
+
+def sum_leading(t: Tensor) -> Tensor:
+    """Σ over the first two dimensions (cotangents, samples) of a new tensor; with one term, a view of
+    it (summing a single term would copy a tensor as big as the parameter, once per sample)."""
+    t = t.flatten(0, 1)
+    return t[0] if t.shape[0] == 1 else t.sum(0)
 
 
 def _linear_per_sample(m: nn.Linear, inputs: list[Tensor], grads: list[Tensor], attr: str, samples: slice) -> Tensor:
@@ -188,8 +198,8 @@ def _conv2d(m: nn.Conv2d, inputs: list[Tensor], grads: list[Tensor], rho: Rho) -
         cols = torch.cat([F.unfold(t[i:i + step], m.kernel_size, m.dilation, m.padding, m.stride)
                           for t in inputs], 2)                                 # (n, Cin·kh·kw, L)
         g = torch.cat([t[:, i:i + step].flatten(3) for t in grads], 3)        # (K, n, Cout, L)
-        w += rho(torch.einsum("kncl,nil->knci", g, cols)).sum((0, 1))
-    bias = rho(torch.cat([t.flatten(3) for t in grads], 3).sum(3)).sum((0, 1))
+        w += sum_leading(rho(torch.einsum("kncl,nil->knci", g, cols)))
+    bias = sum_leading(rho(torch.cat([t.flatten(3) for t in grads], 3).sum(3)))
     return {"weight": w.view_as(m.weight), "bias": bias}
 
 
@@ -260,8 +270,8 @@ def _layer_norm(m: nn.LayerNorm, inputs: list[Tensor], grads: list[Tensor], rho:
                        for t in inputs], 1)                                   # (N, L, S)
     g = torch.cat([t.reshape(k, n, -1, width) for t in grads], 2)            # (K, N, L, S)
     shape = m.normalized_shape
-    return {"weight": rho(torch.einsum("knls,nls->kns", g, x_hat)).sum((0, 1)).view(shape),
-            "bias": rho(g.sum(2)).sum((0, 1)).view(shape)}
+    return {"weight": sum_leading(rho(torch.einsum("knls,nls->kns", g, x_hat))).view(shape),
+            "bias": sum_leading(rho(g.sum(2))).view(shape)}
 
 
 LAYER_RULES: dict[type[nn.Module], LayerRule] = {

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
 
-from .layer_rules import CHUNK_ELEMENTS, rule_for
+from .layer_rules import CHUNK_ELEMENTS, rule_for, sum_leading
 
 Batches = Iterable[tuple[Tensor, Tensor]]
 OutputTransform = Callable[[Tensor], Tensor]
@@ -230,18 +230,16 @@ class _BatchSums:
             return {}
         while True:
             step = self.limit or len(x)
-            total: dict[str, Tensor] = {}
+            total: dict[str, Tensor] = {}  # every pass adds into it: one copy of the sums, whatever the passes
             try:
                 for i in range(0, len(x), step):
-                    part = self._one_pass(x[i:i + step], y[i:i + step] if isinstance(y, Tensor) else y,
-                                          check_independence and i == 0)
-                    for name, t in part.items():
-                        total[name] = total[name] + t if name in total else t
+                    self._one_pass(x[i:i + step], y[i:i + step] if isinstance(y, Tensor) else y,
+                                   check_independence and i == 0, total)
                 return total
             except _OverBudget:
                 continue  # self.limit was lowered: start this batch again in smaller passes
 
-    def _one_pass(self, x: Tensor, y: Tensor, check_independence: bool) -> dict[str, Tensor]:
+    def _one_pass(self, x: Tensor, y: Tensor, check_independence: bool, out: dict) -> None:
         model, transform = self.model, self.transform
         candidates = _fast_candidates(model, self.params)
         with torch.enable_grad():
@@ -254,16 +252,17 @@ class _BatchSums:
         v = self.cotangents(z.detach(), y)
         if v.dim() != z.dim() + 1 or v.shape[1:] != z.shape:
             raise ValueError(f"cotangents must have shape (K, {', '.join(map(str, z.shape))}), got {tuple(v.shape)}")
-        return self._reduce(x, z, calls, fast, v)
+        self._reduce(x, z, calls, fast, v, out)
 
-    def _reduce(self, x, z, calls, fast, v) -> dict:
+    def _reduce(self, x, z, calls, fast, v, out: dict) -> None:
+        """Add this pass's sums into ``out``."""
         sums = _fast_sums(z, v, fast, calls, self.rho) if fast else {}
         del z, calls  # free the graph and the captured activations before the generic pass
         generic = [name for name in self.params if name not in sums]
         if generic:
             sums.update(_generic_sums(self.model, x, v, generic, self.rho, self.transform, self.budget))
-        return {name: sums[name] for name in self.params}
-
+        for name, t in sums.items():
+            _add(out, name, t)
 
     def _check_budget(self, z: Tensor, calls, n: int) -> None:
         """Bytes per sample: K × (output + hooked layers' outputs), the cotangents and output gradients,
@@ -284,27 +283,33 @@ class _KroneckerBatchSums(_BatchSums):
     their sample count under keys (weight, "A"), (weight, "G"), (weight, "factored"); the other
     parameters Σ squares under their names."""
 
-    def _reduce(self, x, z, calls, fast, v) -> dict:
+    def _reduce(self, x, z, calls, fast, v, out: dict) -> None:
         blocks = _factorable(fast)
-        out: dict = {}
+        covered = {name for names in fast.values() for name in names.values()}
         with torch.no_grad():  # A depends on the inputs only: once per pass, whatever the cotangents
             for m, names in blocks.items():
                 weight = names["weight"]
-                out[(weight, "A")] = rule_for(m).kronecker.input_factor(m, [c.input for c in calls[m]], "bias" in names)
-                out[(weight, "factored")] = z.new_tensor(float(len(x)))
+                _add(out, (weight, "A"), rule_for(m).kronecker.input_factor(m, [c.input for c in calls[m]], "bias" in names))
+                _add(out, (weight, "factored"), z.new_tensor(float(len(x))))
         for grads in _output_gradients(z, v, fast, calls):
             with torch.no_grad():
                 for m, names in blocks.items():
-                    key = (names["weight"], "G")
-                    g = rule_for(m).kronecker.output_factor(m, grads[m])
-                    out[key] = out[key] + g if key in out else g
+                    _add(out, (names["weight"], "G"), rule_for(m).kronecker.output_factor(m, grads[m]))
                 _add_elementwise(out, {m: names for m, names in fast.items() if m not in blocks}, calls, grads, self.rho)
         del z, calls  # free the graph and the captured activations before the generic pass
-        covered = {name for names in blocks.values() for name in names.values()} | set(out)
         generic = [name for name in self.params if name not in covered]
         if generic:
-            out.update(_generic_sums(self.model, x, v, generic, self.rho, self.transform, self.budget))
-        return out
+            for name, t in _generic_sums(self.model, x, v, generic, self.rho, self.transform, self.budget).items():
+                _add(out, name, t)
+
+
+def _add(out: dict, key, t: Tensor) -> None:
+    """out[key] += t, in place; t becomes out[key] when there is none yet (the engine's sums are new
+    tensors nobody else holds: adding into them saves a copy of every parameter's size)."""
+    if key in out:
+        out[key].add_(t)
+    else:
+        out[key] = t
 
 class _Call:
     """One call of a hooked module: its input (detached) and output (the graph node to differentiate)."""
@@ -447,7 +452,7 @@ def _add_elementwise(out: dict, modules, calls, grads, rho) -> None:
         if own:
             part = rule_for(m).elementwise(m, [c.input for c in calls[m]], grads[m], rho)
             for attr, name in own.items():
-                out[name] = out[name] + part[attr] if name in out else part[attr]
+                _add(out, name, part[attr])
     for name, holders in shared.items():
         k, n = grads[holders[0][0]][0].shape[:2]
         step = max(1, CHUNK_ELEMENTS // (k * getattr(*holders[0]).numel()))
@@ -456,9 +461,9 @@ def _add_elementwise(out: dict, modules, calls, grads, rho) -> None:
             for m, attr in holders:
                 part = rule_for(m).per_sample(m, [c.input for c in calls[m]], grads[m], attr, slice(i, i + step))
                 total = part if total is None else total.add_(part)
-            part = rho(total).sum((0, 1))
+                del part  # two per-sample gradients of this size at most, here and in ρ below
+            _add(out, name, sum_leading(rho(total)))
             del total
-            out[name] = out[name] + part if name in out else part
 
 
 def _output_gradients(z, v, fast, calls) -> Iterator[dict[nn.Module, list[Tensor]]]:
@@ -547,6 +552,8 @@ def average_over_data(
 ) -> dict:
     """Σ over batches of ``batch_sums(x, y, first) -> (sums, weight)``, divided by Σ weight.
 
+    ``batch_sums`` returns new tensors: the first batch's become the running sums, added into in place.
+
     ``gather``: consecutive batches smaller than this many samples are concatenated first (when
     their shapes allow), so that per-batch overhead is paid per ``gather`` samples. ``like``: the
     entries ``batch_sums`` may return, key -> a tensor of their shape and dtype (default: the
@@ -565,8 +572,8 @@ def average_over_data(
     device = next(iter(params.values())).device
     like = params if like is None else like
     # accumulate in at least float32 (bf16 sums over thousands of samples lose the small terms)
-    sums = {n: torch.zeros(p.shape, dtype=torch.promote_types(p.dtype, torch.float32), device=p.device)
-            for n, p in like.items()}
+    dtypes = {n: torch.promote_types(p.dtype, torch.float32) for n, p in like.items()}
+    sums: dict = {}
     weight = 0.0
     bar = _progress_bar(data, max_samples, desc) if progress else None
     with _eval_mode(model):
@@ -574,19 +581,26 @@ def average_over_data(
         for i, (x, y) in enumerate(_gathered(batches, gather) if gather else batches):
             part, w = batch_sums(x.to(device), y.to(device), i == 0)
             for name, t in part.items():
-                sums[name] += t
+                if name in sums:
+                    sums[name] += t
+                else:  # the first batch's sums become the running sums: no second copy of the model's size
+                    sums[name] = t.to(dtypes[name]).contiguous()
             weight += w
             if bar is not None:
                 bar.update(len(x))
     if bar is not None:
         bar.close()
+    for n, p in like.items():
+        if n not in sums:  # none of this process's batches had it; the all-reduce below still needs it
+            sums[n] = torch.zeros(p.shape, dtype=dtypes[n], device=p.device)
+    sums = {n: sums[n] for n in like}
     weight_t = torch.tensor(float(weight), dtype=torch.float64, device=device)
     if dist.is_available() and dist.is_initialized():  # sums and counts, THEN divide: the union's mean
         for t in (*sums.values(), weight_t):
             dist.all_reduce(t)
     if weight_t.item() == 0:
         raise ValueError("no samples: the data is empty")
-    out = {name: (s / weight_t).to(like[name].dtype) for name, s in sums.items()}
+    out = {name: s.div_(weight_t).to(like[name].dtype) for name, s in sums.items()}
     bad = [name for name, t in out.items() if not torch.isfinite(t).all()]
     if bad:
         raise ValueError(f"the result is not finite (NaN or inf) for {bad[:5]}: check the model and inputs")
