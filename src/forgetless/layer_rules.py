@@ -35,7 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Rho = Callable[[Tensor], Tensor]
+# torch.square or torch.abs; on a temporary, rules call it in place, rho(t, out=t): a new tensor of a
+# parameter's size per sample costs more in page faults than the arithmetic does
+Rho = Callable[..., Tensor]
 # (module, inputs of its calls, output gradients of its calls (K, N, ...), ρ) -> {attr: Σ_{n,k} ρ(∂/∂attr)}
 Elementwise = Callable[[nn.Module, list[Tensor], list[Tensor], Rho], dict[str, Tensor]]
 
@@ -132,7 +134,8 @@ def _dense(inputs: list[Tensor], grads: list[Tensor], rho: Rho, d_in: int, d_out
     w = None
     step = max(1, CHUNK_ELEMENTS // (k * d_in * d_out))
     for i in range(0, n, step):
-        part = sum_leading(rho(torch.einsum(product, g[:, i:i + step], a[i:i + step])))
+        part = torch.einsum(product, g[:, i:i + step], a[i:i + step])
+        part = sum_leading(rho(part, out=part))
         w = part if w is None else w.add_(part)
     return {"weight": w, "bias": sum_leading(rho(g.sum(2)))}
 
@@ -198,7 +201,8 @@ def _conv2d(m: nn.Conv2d, inputs: list[Tensor], grads: list[Tensor], rho: Rho) -
         cols = torch.cat([F.unfold(t[i:i + step], m.kernel_size, m.dilation, m.padding, m.stride)
                           for t in inputs], 2)                                 # (n, Cin·kh·kw, L)
         g = torch.cat([t[:, i:i + step].flatten(3) for t in grads], 3)        # (K, n, Cout, L)
-        w += sum_leading(rho(torch.einsum("kncl,nil->knci", g, cols)))
+        part = torch.einsum("kncl,nil->knci", g, cols)
+        w += sum_leading(rho(part, out=part))
     bias = sum_leading(rho(torch.cat([t.flatten(3) for t in grads], 3).sum(3)))
     return {"weight": w.view_as(m.weight), "bias": bias}
 
@@ -270,7 +274,8 @@ def _layer_norm(m: nn.LayerNorm, inputs: list[Tensor], grads: list[Tensor], rho:
                        for t in inputs], 1)                                   # (N, L, S)
     g = torch.cat([t.reshape(k, n, -1, width) for t in grads], 2)            # (K, N, L, S)
     shape = m.normalized_shape
-    return {"weight": sum_leading(rho(torch.einsum("knls,nls->kns", g, x_hat))).view(shape),
+    weight = torch.einsum("knls,nls->kns", g, x_hat)
+    return {"weight": sum_leading(rho(weight, out=weight)).view(shape),
             "bias": sum_leading(rho(g.sum(2))).view(shape)}
 
 
