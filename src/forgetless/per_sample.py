@@ -224,10 +224,15 @@ class _BatchSums:
         self.model, self.cotangents, self.rho, self.transform, self.budget = model, cotangents, _RHO[reduce], transform, budget
         self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self.limit: int | None = None  # samples per pass; None until a pass was found too big
+        self.probed = False            # whether the first big batch was sized by a forward of two samples
 
     def __call__(self, x: Tensor, y: Tensor, check_independence: bool = False) -> dict[str, Tensor]:
         if not self.params:
             return {}
+        if not self.probed and self.limit is None and len(x) > 2:
+            self.probed = True
+            fits = self._probe(x[:2])
+            self.limit = fits if len(x) > fits else None
         while True:
             step = self.limit or len(x)
             total: dict[str, Tensor] = {}  # every pass adds into it: one copy of the sums, whatever the passes
@@ -264,18 +269,32 @@ class _BatchSums:
         for name, t in sums.items():
             _add(out, name, t)
 
+    def _probe(self, x2: Tensor) -> int:
+        """Samples per pass, measured on a forward of two samples without a graph, so that the first
+        batch is split BEFORE its forward: a gathered pass (512 GPT-2 sequences) would otherwise
+        build its whole graph only to be thrown away, or exhaust memory doing so. Two samples: a
+        call whose batch stays 1 (positions shared by the batch) is not counted per sample, as in
+        :meth:`_check_budget`, so the passes are the ones a full first pass would have chosen."""
+        with torch.no_grad():
+            z, calls = _forward_capturing(self.model, x2, _fast_candidates(self.model, self.params), self.transform)
+        return self._fits(z, calls, len(x2))
+
     def _check_budget(self, z: Tensor, calls, n: int) -> None:
-        """Bytes per sample: K × (output + hooked layers' outputs), the cotangents and output gradients,
-        plus the hooked layers' activations; raise _OverBudget (after setting the limit) if n are too many."""
+        """Raise _OverBudget (after setting the limit) if n samples are too many for one pass."""
+        fits = self._fits(z, calls, n)
+        if n > fits:
+            self.limit = fits
+            raise _OverBudget
+
+    def _fits(self, z: Tensor, calls, n: int) -> int:
+        """How many samples fit in a pass. Bytes per sample: K × (output + hooked layers' outputs), the
+        cotangents and output gradients, plus the hooked layers' activations."""
         directions = getattr(self.cotangents, "directions", None)
         k = directions(z.shape[1:]) if directions is not None else 1
         widths = sum(c.output[0].numel() for cs in calls.values() for c in cs if c.output.shape[0] == n)
         captured = sum(c.input[0].numel() for cs in calls.values() for c in cs if c.input.shape[0] == n)
         per_sample = z.element_size() * (k * (z[0].numel() + widths) + widths + captured)
-        fits = max(1, self.budget // max(1, per_sample))
-        if n > fits:
-            self.limit = fits
-            raise _OverBudget
+        return max(1, self.budget // max(1, per_sample))
 
 
 class _KroneckerBatchSums(_BatchSums):
