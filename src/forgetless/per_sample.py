@@ -8,14 +8,19 @@ space, chosen by the caller from z); the engine returns, for every trainable par
 i.e. the per-sample gradient of ⟨z_n, v_{n,k}⟩ reduced elementwise, without a loop over samples:
 
 * Modules with a rule in :data:`forgetless.layer_rules.LAYER_RULES` (``nn.Linear``, ``nn.Conv2d``,
-  ``nn.Embedding``, ``nn.LayerNorm``; Hugging Face's ``Conv1D`` by name): forward hooks keep each call's input a and output; one
-  backward pass gives every sample's gradient g w.r.t. those outputs, for all K cotangents at once
-  (``is_grads_batched``: measured ~2x faster than K backward passes with retain_graph); the layer's
-  rule reduces them without materialising per-sample gradients where its algebra allows (for a
-  Linear, Σ_n ρ(g_n a_nᵀ) = ρ(g)ᵀ ρ(a) is a single matmul). When the gradient sums over positions
-  (sequences, Conv2d, a module called twice) the sum comes before ρ.
-* Every other parameter (a module without a rule, a bare nn.Parameter, a tied or functionally-used weight):
-  ``torch.func`` (functional_call + vmap + vjp), per sample, correct for any vmap-able model.
+  ``nn.Embedding``, ``nn.LayerNorm``; Hugging Face's ``Conv1D`` by name): forward hooks keep each
+  call's input a and output; one backward pass gives every sample's gradient g w.r.t. those
+  outputs, for all K cotangents at once (``is_grads_batched``: measured ~2x faster than K backward
+  passes with retain_graph); the layer's rule reduces them without materialising per-sample
+  gradients where its algebra allows (for a Linear, Σ_n ρ(g_n a_nᵀ) = ρ(g)ᵀ ρ(a) is a single
+  matmul). When the gradient sums over positions (sequences, Conv2d, a module called twice) the
+  sum comes before ρ.
+* A weight tied between modules whose rules give per-sample gradients (an embedding and its output
+  head, GPT-2's wte and lm_head): each holder's per-sample gradients, added, then ρ, a few samples
+  at a time (one sample's gradient of that weight is then the memory floor).
+* Every other parameter (a module without a rule, a bare nn.Parameter, another tied or a
+  functionally-used weight): ``torch.func`` (functional_call + vmap + vjp), per sample, correct for
+  any vmap-able model.
 
 :func:`reduce_per_sample_kronecker` is the same pass with a second kind of reduction: layers whose
 rule has Kronecker factors (Linear, Conv2d) give A over their inputs and G over the same per-sample
@@ -159,8 +164,9 @@ def kronecker_layers(model: nn.Module) -> dict[str, tuple[int, int]]:
     """Weight name -> (size of A, size of G) for every layer :func:`reduce_per_sample_kronecker` may factor.
 
     That is every module whose rule has Kronecker factors and whose weight is trainable and its own
-    (a weight tied to another module's gets the diagonal); A counts the bias when the bias is too. Whether a layer IS factored is decided on each batch (e.g.
-    a weight also used outside the module's calls is not).
+    (a weight tied to another module's gets the diagonal); A counts the bias when the bias is too.
+    Whether a layer IS factored is decided on each batch (e.g. a weight also used outside the
+    module's calls is not).
 
     Example:
         >>> kronecker_layers(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2, bias=False)))
@@ -203,8 +209,9 @@ def per_sample_sums(
     Memory: the cotangents, the per-sample output gradients and the layers' activations grow with
     the number of samples in a pass. When they would exceed ``memory_budget`` bytes, the batch is
     split into smaller passes (never below one sample: the model's own activations for one sample
-    are the floor). The cotangent function's ``directions(z_shape)`` attribute, when present, gives
-    K before the cotangents are built.
+    are the floor), sized on a forward of two samples before the first pass is built. The running
+    sums are one tensor per parameter, added into in place. The cotangent function's
+    ``directions(z_shape)`` attribute, when present, gives K before the cotangents are built.
     """
     return _BatchSums(model, cotangents, reduce, output_transform, memory_budget)(x, y, check_independence)
 
@@ -308,13 +315,15 @@ class _KroneckerBatchSums(_BatchSums):
         with torch.no_grad():  # A depends on the inputs only: once per pass, whatever the cotangents
             for m, names in blocks.items():
                 weight = names["weight"]
-                _add(out, (weight, "A"), rule_for(m).kronecker.input_factor(m, [c.input for c in calls[m]], "bias" in names))
+                a = rule_for(m).kronecker.input_factor(m, [c.input for c in calls[m]], "bias" in names)
+                _add(out, (weight, "A"), a)
                 _add(out, (weight, "factored"), z.new_tensor(float(len(x))))
         for grads in _output_gradients(z, v, fast, calls):
             with torch.no_grad():
                 for m, names in blocks.items():
                     _add(out, (names["weight"], "G"), rule_for(m).kronecker.output_factor(m, grads[m]))
-                _add_elementwise(out, {m: names for m, names in fast.items() if m not in blocks}, calls, grads, self.rho)
+                others = {m: names for m, names in fast.items() if m not in blocks}
+                _add_elementwise(out, others, calls, grads, self.rho)
         del z, calls  # free the graph and the captured activations before the generic pass
         generic = [name for name in self.params if name not in covered]
         if generic:
