@@ -62,7 +62,8 @@ def params(model):
 
 
 def brute_force(model, x, weighted_labels):
-    """Mean over sequences of Σ_(weight, labels) weight · (∂ Σ_t log p_t(labels_t) / ∂θ)², one sequence per forward.
+    """Mean over sequences of Σ_(weight, labels) weight · (∂ Σ_t log p_t(labels_t) / ∂θ)², one sequence
+    per forward.
 
     ``weighted_labels(i, log_probs (T, C))`` lists (weight, {position: label}) for sequence i."""
     ps = params(model)
