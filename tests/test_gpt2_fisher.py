@@ -158,3 +158,33 @@ def test_kfac_structure_gives_gpt2_its_diagonal():
     got = fisher_kfac(CausalLMLogits(model), (x, y), estimator="empirical")
     assert got.factors == {}
     assert_rel_close(got.diagonal, fisher_diagonal(CausalLMLogits(model), (x, y), estimator="empirical"), 1e-10)
+
+
+class TiedConv1D(torch.nn.Module):
+    """Two Conv1D sharing one (in, out) weight, on sequences: the shared weight's per-sample gradients
+    (Conv1D's per_sample rule, twice) are added before the square."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = Conv1D(4, 4), Conv1D(4, 4)
+        self.b.weight = self.a.weight
+        with torch.no_grad():
+            self.a.weight.normal_()
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.a(x.view(len(x), 3, 4)))).mean(1)
+
+
+@pytest.mark.parametrize("reduce", ["square", "abs"])
+def test_a_weight_tied_between_conv1d_layers_matches_the_batch_size_1_loop(reduce):
+    torch.manual_seed(0)
+    model, x, v = TiedConv1D().eval(), torch.randn(5, 12), torch.randn(2, 5, 4)
+    rho = {"square": torch.square, "abs": torch.abs}[reduce]
+    want = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for i in range(len(x)):
+        z = model(x[i:i + 1])[0]
+        for k in range(len(v)):
+            for n, g in zip(want, torch.autograd.grad(z @ v[k, i], list(model.parameters()), retain_graph=True)):
+                want[n] += rho(g)
+    got = per_sample.per_sample_sums(model, x, None, lambda z, _: v, reduce=reduce)
+    assert_rel_close(got, want, 1e-10)
