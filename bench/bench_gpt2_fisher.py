@@ -2,15 +2,18 @@
 against one training step on the same batch, and their peak extra memory against the model's size.
 
     python bench/bench_gpt2_fisher.py [--sequences 4] [--length 128] [--repeats 3] [--modes full,lora] [--tiny]
+                                      [--estimator sampled]
 
 The model is ``GPT2LMHeadModel(GPT2Config())`` with random weights (124M parameters, 498 MB in float32; no
 download), dropout off, on a batch of N random token sequences of L tokens, in two modes:
-  * ``full``: every parameter trainable (GPT-2's Conv1D layers have no per-sample layer rule: they take the
-    engine's torch.func path);
+  * ``full``: every parameter trainable (GPT-2's Conv1D layers by their layer rule, its token embedding tied to
+    the output head by both modules' rules, no parameter on the engine's torch.func path);
   * ``lora``: PEFT LoRA adapters (r=8 on c_attn, c_proj, c_fc), the base model frozen.
 Operations, all on the same batch (through ``forgetless.integrations.causal_lm``):
   * train step: forward, backward, Adam step (the task loss alone);
-  * Fisher pass: ``fisher_diagonal(..., estimator="sampled")`` on the N sequences, per-sequence convention;
+  * Fisher pass: ``fisher_diagonal(..., estimator="sampled")`` on the N sequences, per-sequence convention
+    (``--estimator empirical`` or ``predicted``: one direction too; ``exact`` needs L·(vocabulary − 1)
+    directions per sequence and is refused beyond 4096);
   * penalty step: a train step whose loss adds ``ewc.penalty(model)`` (EWC consolidated beforehand).
 Time: medians over ``--repeats`` rounds, the three operations interleaved in one process (load on a shared
 machine hits them alike); the Fisher over N sequences against a train step over the same N sequences is
@@ -38,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from
 OPERATIONS = ("train step", "Fisher pass", "penalty step")
 
 
-def build(mode: str, sequences: int, length: int, tiny: bool = False):
+def build(mode: str, sequences: int, length: int, tiny: bool = False, estimator: str = "sampled"):
     import logging
 
     import forgetless
@@ -60,7 +63,7 @@ def build(mode: str, sequences: int, length: int, tiny: bool = False):
     batch = {"input_ids": ids, "labels": ids}
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=1e-5)
-    ewc = forgetless.EWC(strength=1.0, estimator="sampled")
+    ewc = forgetless.EWC(strength=1.0, estimator=estimator)
 
     def train_step(penalty: bool = False) -> None:
         model.train()
@@ -72,7 +75,7 @@ def build(mode: str, sequences: int, length: int, tiny: bool = False):
         optimizer.step()
 
     def fisher() -> None:
-        forgetless.fisher_diagonal(_logits(model), _pairs([batch]), estimator="sampled")
+        forgetless.fisher_diagonal(_logits(model), _pairs([batch]), estimator=estimator)
 
     def consolidate() -> None:
         consolidate_causal_lm(ewc, model, [batch])
@@ -104,7 +107,7 @@ def _rss_kib(field: str) -> int:
 def child(args) -> None:
     """One operation in this fresh process; prints JSON: extra peak bytes, parameter counts."""
     torch.set_num_threads(args.threads)
-    ops, consolidate, counts = build(args.mode, args.sequences, args.length, args.tiny)
+    ops, consolidate, counts = build(args.mode, args.sequences, args.length, args.tiny, args.estimator)
     ops["train step"]()          # Adam's state exists, as it does during training
     if args.child == "penalty step":
         consolidate()            # the EWC state is part of the baseline: it lives through training
@@ -120,14 +123,15 @@ def child(args) -> None:
 
 def memory(args, mode: str, op: str) -> dict:
     cmd = [sys.executable, __file__, "--child", op, "--mode", mode, "--sequences", str(args.sequences),
-           "--length", str(args.length), "--threads", str(args.threads)] + (["--tiny"] if args.tiny else [])
+           "--length", str(args.length), "--threads", str(args.threads), "--estimator", args.estimator] + (
+               ["--tiny"] if args.tiny else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def times(args, mode: str) -> dict[str, float]:
     torch.set_num_threads(args.threads)
-    ops, consolidate, _ = build(mode, args.sequences, args.length, args.tiny)
+    ops, consolidate, _ = build(mode, args.sequences, args.length, args.tiny, args.estimator)
     ops["train step"]()  # warm-up (allocations, Adam's state)
     consolidate()
     samples: dict[str, list[float]] = {op: [] for op in OPERATIONS}
@@ -146,6 +150,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--modes", default="full,lora")
+    parser.add_argument("--estimator", default="sampled", help="the Fisher's estimator (default: sampled)")
     parser.add_argument("--tiny", action="store_true", help="a 2-layer, 64-wide GPT-2: checks the script runs")
     parser.add_argument("--child", choices=OPERATIONS, help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="full", help=argparse.SUPPRESS)
@@ -163,7 +168,7 @@ def main() -> int:
 
     warnings.filterwarnings("ignore")
     print(f"GPT-2 {'tiny' if args.tiny else 'small'} (random), {args.sequences} sequences x {args.length} tokens, CPU, {args.threads} threads, "
-          f"torch {torch.__version__}, {platform.processor() or platform.machine()}")
+          f"torch {torch.__version__}, {platform.processor() or platform.machine()}, estimator {args.estimator}")
     for mode in args.modes.split(","):
         t = times(args, mode)
         mem = {op: memory(args, mode, op) for op in OPERATIONS}

@@ -140,6 +140,6 @@ def test_one_home_per_concept(pattern, home):
 
 def test_importing_forgetless_pulls_in_nothing_heavy():
     code = ("import sys, forgetless, forgetless.cli; forgetless.cli.build_parser(); "
-            "print(sorted(m for m in ('matplotlib', 'ray', 'lightning', 'yaml') if m in sys.modules))")
+            "print(sorted(m for m in ('matplotlib', 'ray', 'lightning', 'yaml', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

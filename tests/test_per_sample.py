@@ -169,6 +169,23 @@ class Tokens(nn.Module):
         return self.out(self.norm(self.emb(tokens)).tanh()).mean(1)
 
 
+class TiedHead(nn.Module):
+    """A token embedding tied to the output head (GPT-2's wte and lm_head): each sample's gradient of
+    the shared weight is the sum of both modules' parts, squared after the sum."""
+
+    def __init__(self, leak=False):
+        super().__init__()
+        self.emb, self.norm, self.head = nn.Embedding(7, 4, padding_idx=0), nn.LayerNorm(4), nn.Linear(4, 7)
+        self.head.weight = self.emb.weight
+        self.leak = leak  # also use the weight outside both modules' calls: neither may take the rule
+
+    def forward(self, x):
+        tokens = (x[:, :6].abs() * 3).long().clamp(max=6)
+        h = torch.tanh(self.norm(self.emb(tokens)))
+        z = self.head(h) + (0.1 * F.linear(h, self.emb.weight) if self.leak else 0)
+        return z.mean(1)[:, :3]
+
+
 def inplace_mlp():
     return nn.Sequential(nn.Linear(12, 7), nn.ReLU(inplace=True), nn.Linear(7, 3))
 
@@ -176,6 +193,7 @@ def inplace_mlp():
 CASES = {
     "twice": Twice, "tied": Tied, "functional": Functional, "sequence": Sequence,
     "time-major": TimeMajor, "inplace": inplace_mlp, "tokens": Tokens,
+    "tied-head": TiedHead, "tied-head-leak": lambda: TiedHead(leak=True),
 }
 
 
@@ -193,7 +211,12 @@ def test_structural_cases_take_the_right_path():
     torch.manual_seed(0)
     x5, x12, v = torch.randn(6, 5), torch.randn(6, 12), torch.randn(2, 6, 3)
     assert paths(Twice(), x5, v, "square") == {"fast": ["inner.bias", "inner.weight", "out.bias", "out.weight"]}
-    assert paths(Tied(), x5, v, "square") == {"fast": ["a.bias", "b.bias", "b.weight"], "generic": ["a.weight"]}
+    # a.weight is held by a and c: listed once per holder
+    assert paths(Tied(), x5, v, "square") == {"fast": ["a.bias", "a.weight", "a.weight", "b.bias", "b.weight"]}
+    assert paths(TiedHead(), x12, v, "square") == {"fast": ["emb.weight", "emb.weight", "head.bias", "norm.bias",
+                                                            "norm.weight"]}
+    assert paths(TiedHead(leak=True), x12, v, "square") == {"fast": ["norm.bias", "norm.weight"],
+                                                            "generic": ["emb.weight", "head.bias"]}
     assert paths(Functional(), x5, v, "square") == {  # head: also used outside its call
         "generic": ["head.bias", "head.weight", "proj.bias", "proj.weight"]}
     assert paths(Sequence(), x12, v, "square") == {"fast": ["inp.bias", "inp.weight", "out.bias", "out.weight"]}

@@ -20,7 +20,9 @@ before one output (a sentence classifier) their "reduce" convention (A and G of 
 is the closer one, not offered here. With one position both are plain K-FAC.
 
 To teach the engine a new layer type: write its reduction here and add it to :data:`LAYER_RULES`
-(and a test against a batch-size-1 loop in ``tests/test_per_sample.py``). A module whose type (or
+(a type of an optional library to :data:`NAMED_LAYER_RULES`, by name, so that importing forgetless
+never imports that library), with a test against a batch-size-1 loop in ``tests/test_per_sample.py``
+(``tests/test_gpt2_fisher.py`` for Hugging Face's ``Conv1D``). A module whose type (or
 base type) has no rule, or that overrides ``forward``, goes through the generic ``torch.func``
 path, which is correct for any vmap-able model but materialises per-sample gradients.
 """
@@ -33,9 +35,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Rho = Callable[[Tensor], Tensor]
+# torch.square or torch.abs; on a temporary, rules call it in place, rho(t, out=t): a new tensor of a
+# parameter's size per sample costs more in page faults than the arithmetic does
+Rho = Callable[..., Tensor]
 # (module, inputs of its calls, output gradients of its calls (K, N, ...), ρ) -> {attr: Σ_{n,k} ρ(∂/∂attr)}
 Elementwise = Callable[[nn.Module, list[Tensor], list[Tensor], Rho], dict[str, Tensor]]
+
+# (module, inputs of its calls, output gradients of its calls, attribute, samples) -> that parameter's
+# per-sample gradients for those samples, (K, len(samples), *shape), a new tensor (the engine adds into it)
+PerSample = Callable[[nn.Module, list[Tensor], list[Tensor], str, slice], Tensor]
 
 # (module, inputs of its calls, with a bias column?) -> Σ_n mean over positions of ā āᵀ
 InputFactor = Callable[[nn.Module, list[Tensor], bool], Tensor]
@@ -44,7 +52,7 @@ OutputFactor = Callable[[nn.Module, list[Tensor]], Tensor]
 
 CHUNK_ELEMENTS = 1 << 24  # per-sample intermediates of a rule stay below this many elements
 
-__all__ = ["LAYER_RULES", "KroneckerRule", "LayerRule", "rule_for"]
+__all__ = ["LAYER_RULES", "NAMED_LAYER_RULES", "KroneckerRule", "LayerRule", "rule_for"]
 
 
 @dataclass(frozen=True)
@@ -70,16 +78,22 @@ class LayerRule:
         accepts: extra conditions on a module instance (e.g. Conv2d without groups).
         kronecker: the Kronecker factors of (``weight``, ``bias``), or None (no K-FAC block: the
             layer's parameters get the diagonal).
+        per_sample: the per-sample gradients themselves, for a parameter the module shares with other
+            modules (a token embedding tied to the output head): the engine adds its holders'
+            per-sample gradients, a few samples at a time, before ρ. None: a shared parameter of this
+            type takes the generic path.
     """
 
     params: tuple[str, ...]
     elementwise: Elementwise
     accepts: Callable[[nn.Module], bool] = lambda m: True
     kronecker: KroneckerRule | None = None
+    per_sample: PerSample | None = None
 
 
 def rule_for(module: nn.Module) -> LayerRule | None:
-    """The rule of ``module``'s type (or nearest base type in the table), or None.
+    """The rule of ``module``'s type (or nearest base type in :data:`LAYER_RULES` or
+    :data:`NAMED_LAYER_RULES`), or None.
 
     A subclass that overrides ``forward`` computes something else: it gets no rule.
 
@@ -89,7 +103,7 @@ def rule_for(module: nn.Module) -> LayerRule | None:
     """
     cls = type(module)
     for base in cls.__mro__:
-        rule = LAYER_RULES.get(base)
+        rule = LAYER_RULES.get(base) or NAMED_LAYER_RULES.get(f"{base.__module__}.{base.__qualname__}")
         if rule is not None:
             return rule if cls.forward is base.forward and rule.accepts(module) else None
     return None
@@ -97,17 +111,59 @@ def rule_for(module: nn.Module) -> LayerRule | None:
 
 def _linear(m: nn.Linear, inputs: list[Tensor], grads: list[Tensor], rho: Rho) -> dict[str, Tensor]:
     """Per-sample gradients g aᵀ (weight) and g (bias); for a 2-D input Σ_n ρ(g_n a_nᵀ) = ρ(g)ᵀ ρ(a)."""
+    return _dense(inputs, grads, rho, m.in_features, m.out_features, stored_in_out=False)
+
+
+def _conv1d(m: nn.Module, inputs: list[Tensor], grads: list[Tensor], rho: Rho) -> dict[str, Tensor]:
+    """Hugging Face's ``Conv1D`` (GPT-2): y = x W + b, a Linear whose weight is stored as (in, out)."""
+    d_in, d_out = m.weight.shape
+    return _dense(inputs, grads, rho, d_in, d_out, stored_in_out=True)
+
+
+def _dense(inputs: list[Tensor], grads: list[Tensor], rho: Rho, d_in: int, d_out: int, *,
+           stored_in_out: bool) -> dict[str, Tensor]:
+    """y = W a + b on inputs (N, ..., d_in): Σ_{n,k} ρ(Σ_positions g aᵀ), shaped (d_out, d_in) or, when
+    the weight is ``stored_in_out``, (d_in, d_out) (computed in that layout: no transposed copy), and the bias's."""
     k, n = grads[0].shape[:2]
     if len(inputs) == 1 and inputs[0].dim() == 2:
         s = rho(grads[0]).sum(0)                       # (N, out): Σ_k ρ(g)
-        return {"weight": s.T @ rho(inputs[0]), "bias": s.sum(0)}
-    a = torch.cat([t.reshape(n, -1, m.in_features) for t in inputs], 1)
-    g = torch.cat([t.reshape(k, n, -1, m.out_features) for t in grads], 2)
-    w = a.new_zeros(m.out_features, m.in_features)
-    step = max(1, CHUNK_ELEMENTS // (k * w.numel()))
+        return {"weight": rho(inputs[0]).T @ s if stored_in_out else s.T @ rho(inputs[0]), "bias": s.sum(0)}
+    a = torch.cat([t.reshape(n, -1, d_in) for t in inputs], 1)
+    g = torch.cat([t.reshape(k, n, -1, d_out) for t in grads], 2)
+    product = "knto,nti->knio" if stored_in_out else "knto,nti->knoi"
+    w = None
+    step = max(1, CHUNK_ELEMENTS // (k * d_in * d_out))
     for i in range(0, n, step):
-        w += rho(torch.einsum("knto,nti->knoi", g[:, i:i + step], a[i:i + step])).sum((0, 1))
-    return {"weight": w, "bias": rho(g.sum(2)).sum((0, 1))}
+        part = torch.einsum(product, g[:, i:i + step], a[i:i + step])
+        part = sum_leading(rho(part, out=part))
+        w = part if w is None else w.add_(part)
+    return {"weight": w, "bias": sum_leading(rho(g.sum(2)))}
+
+
+def sum_leading(t: Tensor) -> Tensor:
+    """Σ over the first two dimensions (cotangents, samples) of a new tensor; with one term, a view of
+    it (summing a single term would copy a tensor as big as the parameter, once per sample)."""
+    t = t.flatten(0, 1)
+    return t[0] if t.shape[0] == 1 else t.sum(0)
+
+
+def _linear_per_sample(m: nn.Linear, inputs: list[Tensor], grads: list[Tensor], attr: str, samples: slice) -> Tensor:
+    return _dense_per_sample(inputs, grads, attr, samples, m.in_features, m.out_features, "knto,nti->knoi")
+
+
+def _conv1d_per_sample(m: nn.Module, inputs: list[Tensor], grads: list[Tensor], attr: str, samples: slice) -> Tensor:
+    d_in, d_out = m.weight.shape
+    return _dense_per_sample(inputs, grads, attr, samples, d_in, d_out, "knto,nti->knio")
+
+
+def _dense_per_sample(inputs, grads, attr, samples, d_in, d_out, product) -> Tensor:
+    """Per-sample Σ_positions g (bias) or the ``product`` of g and a (weight), for ``samples`` only."""
+    k = grads[0].shape[0]
+    g = torch.cat([t[:, samples].reshape(k, t[:, samples].shape[1], -1, d_out) for t in grads], 2)
+    if attr == "bias":
+        return g.sum(2)
+    a = torch.cat([t[samples].reshape(g.shape[1], -1, d_in) for t in inputs], 1)
+    return torch.einsum(product, g, a)
 
 
 def _second_moment(a: Tensor, positions: int, bias: bool) -> Tensor:
@@ -145,8 +201,9 @@ def _conv2d(m: nn.Conv2d, inputs: list[Tensor], grads: list[Tensor], rho: Rho) -
         cols = torch.cat([F.unfold(t[i:i + step], m.kernel_size, m.dilation, m.padding, m.stride)
                           for t in inputs], 2)                                 # (n, Cin·kh·kw, L)
         g = torch.cat([t[:, i:i + step].flatten(3) for t in grads], 3)        # (K, n, Cout, L)
-        w += rho(torch.einsum("kncl,nil->knci", g, cols)).sum((0, 1))
-    bias = rho(torch.cat([t.flatten(3) for t in grads], 3).sum(3)).sum((0, 1))
+        part = torch.einsum("kncl,nil->knci", g, cols)
+        w += sum_leading(rho(part, out=part))
+    bias = sum_leading(rho(torch.cat([t.flatten(3) for t in grads], 3).sum(3)))
     return {"weight": w.view_as(m.weight), "bias": bias}
 
 
@@ -195,6 +252,20 @@ def _embedding(m: nn.Embedding, inputs: list[Tensor], grads: list[Tensor], rho: 
     return {"weight": weight.index_add_(0, unique % m.num_embeddings, rho(per_sample).sum(0))}
 
 
+def _embedding_per_sample(m: nn.Embedding, inputs: list[Tensor], grads: list[Tensor], attr: str,
+                          samples: slice) -> Tensor:
+    """Each sample's (rows × dim) gradient: its positions' g added into the rows it looked up."""
+    k, d = grads[0].shape[0], m.embedding_dim
+    rows = torch.cat([t[samples].reshape(t[samples].shape[0], -1) for t in inputs], 1)      # (c, L)
+    c = rows.shape[0]
+    g = torch.cat([t[:, samples].reshape(k, c, -1, d) for t in grads], 2)                    # (K, c, L, d)
+    if m.padding_idx is not None:  # the padding row gets no gradient
+        g = g * (rows != m.padding_idx).unsqueeze(-1).to(g.dtype)
+    key = rows + m.num_embeddings * torch.arange(c, device=rows.device).unsqueeze(1)      # row of sample j's block
+    out = g.new_zeros(k, c * m.num_embeddings, d).index_add_(1, key.reshape(-1), g.reshape(k, -1, d))
+    return out.view(k, c, m.num_embeddings, d)
+
+
 def _layer_norm(m: nn.LayerNorm, inputs: list[Tensor], grads: list[Tensor], rho: Rho) -> dict[str, Tensor]:
     """y = x̂ ⊙ w + b: per-sample gradients Σ_positions g ⊙ x̂ (weight) and Σ_positions g (bias)."""
     k, n = grads[0].shape[:2]
@@ -203,15 +274,24 @@ def _layer_norm(m: nn.LayerNorm, inputs: list[Tensor], grads: list[Tensor], rho:
                        for t in inputs], 1)                                   # (N, L, S)
     g = torch.cat([t.reshape(k, n, -1, width) for t in grads], 2)            # (K, N, L, S)
     shape = m.normalized_shape
-    return {"weight": rho(torch.einsum("knls,nls->kns", g, x_hat)).sum((0, 1)).view(shape),
-            "bias": rho(g.sum(2)).sum((0, 1)).view(shape)}
+    weight = torch.einsum("knls,nls->kns", g, x_hat)
+    return {"weight": sum_leading(rho(weight, out=weight)).view(shape),
+            "bias": sum_leading(rho(g.sum(2))).view(shape)}
 
 
 LAYER_RULES: dict[type[nn.Module], LayerRule] = {
     nn.Linear: LayerRule(("weight", "bias"), _linear,
-                         kronecker=KroneckerRule(_linear_input_factor, _linear_output_factor)),
+                         kronecker=KroneckerRule(_linear_input_factor, _linear_output_factor),
+                         per_sample=_linear_per_sample),
     nn.Conv2d: LayerRule(("weight", "bias"), _conv2d, accepts=_plain_conv2d,
                          kronecker=KroneckerRule(_conv2d_input_factor, _conv2d_output_factor)),
-    nn.Embedding: LayerRule(("weight",), _embedding, accepts=_plain_embedding),
+    nn.Embedding: LayerRule(("weight",), _embedding, accepts=_plain_embedding, per_sample=_embedding_per_sample),
     nn.LayerNorm: LayerRule(("weight", "bias"), _layer_norm),
+}
+# Layer types of optional libraries, named "module.QualName": found without importing the library
+# (``import forgetless`` must not pull in transformers). Hugging Face's Conv1D has no Kronecker
+# factors here: its weight is stored (in, out), and kronecker.py's penalty reads a factored weight
+# as (out, in) with its bias as the last column; under structure="kfac" it gets the diagonal.
+NAMED_LAYER_RULES: dict[str, LayerRule] = {
+    "transformers.pytorch_utils.Conv1D": LayerRule(("weight", "bias"), _conv1d, per_sample=_conv1d_per_sample),
 }

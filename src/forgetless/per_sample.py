@@ -8,14 +8,19 @@ space, chosen by the caller from z); the engine returns, for every trainable par
 i.e. the per-sample gradient of ⟨z_n, v_{n,k}⟩ reduced elementwise, without a loop over samples:
 
 * Modules with a rule in :data:`forgetless.layer_rules.LAYER_RULES` (``nn.Linear``, ``nn.Conv2d``,
-  ``nn.Embedding``, ``nn.LayerNorm``): forward hooks keep each call's input a and output; one
-  backward pass gives every sample's gradient g w.r.t. those outputs, for all K cotangents at once
-  (``is_grads_batched``: measured ~2x faster than K backward passes with retain_graph); the layer's
-  rule reduces them without materialising per-sample gradients where its algebra allows (for a
-  Linear, Σ_n ρ(g_n a_nᵀ) = ρ(g)ᵀ ρ(a) is a single matmul). When the gradient sums over positions
-  (sequences, Conv2d, a module called twice) the sum comes before ρ.
-* Every other parameter (a module without a rule, a bare nn.Parameter, a tied or functionally-used weight):
-  ``torch.func`` (functional_call + vmap + vjp), per sample, correct for any vmap-able model.
+  ``nn.Embedding``, ``nn.LayerNorm``; Hugging Face's ``Conv1D`` by name): forward hooks keep each
+  call's input a and output; one backward pass gives every sample's gradient g w.r.t. those
+  outputs, for all K cotangents at once (``is_grads_batched``: measured ~2x faster than K backward
+  passes with retain_graph); the layer's rule reduces them without materialising per-sample
+  gradients where its algebra allows (for a Linear, Σ_n ρ(g_n a_nᵀ) = ρ(g)ᵀ ρ(a) is a single
+  matmul). When the gradient sums over positions (sequences, Conv2d, a module called twice) the
+  sum comes before ρ.
+* A weight tied between modules whose rules give per-sample gradients (an embedding and its output
+  head, GPT-2's wte and lm_head): each holder's per-sample gradients, added, then ρ, a few samples
+  at a time (one sample's gradient of that weight is then the memory floor).
+* Every other parameter (a module without a rule, a bare nn.Parameter, another tied or a
+  functionally-used weight): ``torch.func`` (functional_call + vmap + vjp), per sample, correct for
+  any vmap-able model.
 
 :func:`reduce_per_sample_kronecker` is the same pass with a second kind of reduction: layers whose
 rule has Kronecker factors (Linear, Conv2d) give A over their inputs and G over the same per-sample
@@ -35,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
 
-from .layer_rules import CHUNK_ELEMENTS, rule_for
+from .layer_rules import CHUNK_ELEMENTS, rule_for, sum_leading
 
 Batches = Iterable[tuple[Tensor, Tensor]]
 OutputTransform = Callable[[Tensor], Tensor]
@@ -158,9 +163,10 @@ def reduce_per_sample_kronecker(
 def kronecker_layers(model: nn.Module) -> dict[str, tuple[int, int]]:
     """Weight name -> (size of A, size of G) for every layer :func:`reduce_per_sample_kronecker` may factor.
 
-    That is every module whose rule has Kronecker factors and whose weight is trainable and its own;
-    A counts the bias when the bias is too. Whether a layer IS factored is decided on each batch (e.g.
-    a weight also used outside the module's calls is not).
+    That is every module whose rule has Kronecker factors and whose weight is trainable and its own
+    (a weight tied to another module's gets the diagonal); A counts the bias when the bias is too.
+    Whether a layer IS factored is decided on each batch (e.g. a weight also used outside the
+    module's calls is not).
 
     Example:
         >>> kronecker_layers(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2, bias=False)))
@@ -168,11 +174,18 @@ def kronecker_layers(model: nn.Module) -> dict[str, tuple[int, int]]:
     """
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     out = {}
-    for m, names in _fast_candidates(model, params).items():
-        if "weight" in names and rule_for(m).kronecker is not None:
-            w = params[names["weight"]]
-            out[names["weight"]] = (w[0].numel() + ("bias" in names), w.shape[0])
+    for names in _factorable(_fast_candidates(model, params)).values():
+        w = params[names["weight"]]
+        out[names["weight"]] = (w[0].numel() + ("bias" in names), w.shape[0])
     return out
+
+
+def _factorable(modules: dict[nn.Module, dict[str, str]]) -> dict[nn.Module, dict[str, str]]:
+    """The modules whose rule has Kronecker factors, with their weight and none of their parameters
+    shared with another of ``modules``."""
+    shared = _shared(modules)
+    return {m: names for m, names in modules.items()
+            if "weight" in names and rule_for(m).kronecker is not None and not shared.keys() & set(names.values())}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -196,8 +209,9 @@ def per_sample_sums(
     Memory: the cotangents, the per-sample output gradients and the layers' activations grow with
     the number of samples in a pass. When they would exceed ``memory_budget`` bytes, the batch is
     split into smaller passes (never below one sample: the model's own activations for one sample
-    are the floor). The cotangent function's ``directions(z_shape)`` attribute, when present, gives
-    K before the cotangents are built.
+    are the floor), sized on a forward of two samples before the first pass is built. The running
+    sums are one tensor per parameter, added into in place. The cotangent function's
+    ``directions(z_shape)`` attribute, when present, gives K before the cotangents are built.
     """
     return _BatchSums(model, cotangents, reduce, output_transform, memory_budget)(x, y, check_independence)
 
@@ -217,24 +231,27 @@ class _BatchSums:
         self.model, self.cotangents, self.rho, self.transform, self.budget = model, cotangents, _RHO[reduce], transform, budget
         self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self.limit: int | None = None  # samples per pass; None until a pass was found too big
+        self.probed = False            # whether the first big batch was sized by a forward of two samples
 
     def __call__(self, x: Tensor, y: Tensor, check_independence: bool = False) -> dict[str, Tensor]:
         if not self.params:
             return {}
+        if not self.probed and self.limit is None and len(x) > 2:
+            self.probed = True
+            fits = self._probe(x[:2])
+            self.limit = fits if len(x) > fits else None
         while True:
             step = self.limit or len(x)
-            total: dict[str, Tensor] = {}
+            total: dict[str, Tensor] = {}  # every pass adds into it: one copy of the sums, whatever the passes
             try:
                 for i in range(0, len(x), step):
-                    part = self._one_pass(x[i:i + step], y[i:i + step] if isinstance(y, Tensor) else y,
-                                          check_independence and i == 0)
-                    for name, t in part.items():
-                        total[name] = total[name] + t if name in total else t
+                    self._one_pass(x[i:i + step], y[i:i + step] if isinstance(y, Tensor) else y,
+                                   check_independence and i == 0, total)
                 return total
             except _OverBudget:
                 continue  # self.limit was lowered: start this batch again in smaller passes
 
-    def _one_pass(self, x: Tensor, y: Tensor, check_independence: bool) -> dict[str, Tensor]:
+    def _one_pass(self, x: Tensor, y: Tensor, check_independence: bool, out: dict) -> None:
         model, transform = self.model, self.transform
         candidates = _fast_candidates(model, self.params)
         with torch.enable_grad():
@@ -247,29 +264,44 @@ class _BatchSums:
         v = self.cotangents(z.detach(), y)
         if v.dim() != z.dim() + 1 or v.shape[1:] != z.shape:
             raise ValueError(f"cotangents must have shape (K, {', '.join(map(str, z.shape))}), got {tuple(v.shape)}")
-        return self._reduce(x, z, calls, fast, v)
+        self._reduce(x, z, calls, fast, v, out)
 
-    def _reduce(self, x, z, calls, fast, v) -> dict:
+    def _reduce(self, x, z, calls, fast, v, out: dict) -> None:
+        """Add this pass's sums into ``out``."""
         sums = _fast_sums(z, v, fast, calls, self.rho) if fast else {}
         del z, calls  # free the graph and the captured activations before the generic pass
         generic = [name for name in self.params if name not in sums]
         if generic:
             sums.update(_generic_sums(self.model, x, v, generic, self.rho, self.transform, self.budget))
-        return {name: sums[name] for name in self.params}
+        for name, t in sums.items():
+            _add(out, name, t)
 
+    def _probe(self, x2: Tensor) -> int:
+        """Samples per pass, measured on a forward of two samples without a graph, so that the first
+        batch is split BEFORE its forward: a gathered pass (512 GPT-2 sequences) would otherwise
+        build its whole graph only to be thrown away, or exhaust memory doing so. Two samples: a
+        call whose batch stays 1 (positions shared by the batch) is not counted per sample, as in
+        :meth:`_check_budget`, so the passes are the ones a full first pass would have chosen."""
+        with torch.no_grad():
+            z, calls = _forward_capturing(self.model, x2, _fast_candidates(self.model, self.params), self.transform)
+        return self._fits(z, calls, len(x2))
 
     def _check_budget(self, z: Tensor, calls, n: int) -> None:
-        """Bytes per sample: K × (output + hooked layers' outputs), the cotangents and output gradients,
-        plus the hooked layers' activations; raise _OverBudget (after setting the limit) if n are too many."""
+        """Raise _OverBudget (after setting the limit) if n samples are too many for one pass."""
+        fits = self._fits(z, calls, n)
+        if n > fits:
+            self.limit = fits
+            raise _OverBudget
+
+    def _fits(self, z: Tensor, calls, n: int) -> int:
+        """How many samples fit in a pass. Bytes per sample: K × (output + hooked layers' outputs), the
+        cotangents and output gradients, plus the hooked layers' activations."""
         directions = getattr(self.cotangents, "directions", None)
         k = directions(z.shape[1:]) if directions is not None else 1
         widths = sum(c.output[0].numel() for cs in calls.values() for c in cs if c.output.shape[0] == n)
         captured = sum(c.input[0].numel() for cs in calls.values() for c in cs if c.input.shape[0] == n)
         per_sample = z.element_size() * (k * (z[0].numel() + widths) + widths + captured)
-        fits = max(1, self.budget // max(1, per_sample))
-        if n > fits:
-            self.limit = fits
-            raise _OverBudget
+        return max(1, self.budget // max(1, per_sample))
 
 
 class _KroneckerBatchSums(_BatchSums):
@@ -277,31 +309,35 @@ class _KroneckerBatchSums(_BatchSums):
     their sample count under keys (weight, "A"), (weight, "G"), (weight, "factored"); the other
     parameters Σ squares under their names."""
 
-    def _reduce(self, x, z, calls, fast, v) -> dict:
-        blocks = {m: names for m, names in fast.items() if "weight" in names and rule_for(m).kronecker is not None}
-        out: dict = {}
+    def _reduce(self, x, z, calls, fast, v, out: dict) -> None:
+        blocks = _factorable(fast)
+        covered = {name for names in fast.values() for name in names.values()}
         with torch.no_grad():  # A depends on the inputs only: once per pass, whatever the cotangents
             for m, names in blocks.items():
                 weight = names["weight"]
-                out[(weight, "A")] = rule_for(m).kronecker.input_factor(m, [c.input for c in calls[m]], "bias" in names)
-                out[(weight, "factored")] = z.new_tensor(float(len(x)))
+                a = rule_for(m).kronecker.input_factor(m, [c.input for c in calls[m]], "bias" in names)
+                _add(out, (weight, "A"), a)
+                _add(out, (weight, "factored"), z.new_tensor(float(len(x))))
         for grads in _output_gradients(z, v, fast, calls):
             with torch.no_grad():
-                for m, names in fast.items():
-                    if m in blocks:
-                        key = (names["weight"], "G")
-                        g = rule_for(m).kronecker.output_factor(m, grads[m])
-                        out[key] = out[key] + g if key in out else g
-                        continue
-                    part = rule_for(m).elementwise(m, [c.input for c in calls[m]], grads[m], self.rho)
-                    for attr, name in names.items():
-                        out[name] = out[name] + part[attr] if name in out else part[attr]
+                for m, names in blocks.items():
+                    _add(out, (names["weight"], "G"), rule_for(m).kronecker.output_factor(m, grads[m]))
+                others = {m: names for m, names in fast.items() if m not in blocks}
+                _add_elementwise(out, others, calls, grads, self.rho)
         del z, calls  # free the graph and the captured activations before the generic pass
-        covered = {name for names in blocks.values() for name in names.values()} | set(out)
         generic = [name for name in self.params if name not in covered]
         if generic:
-            out.update(_generic_sums(self.model, x, v, generic, self.rho, self.transform, self.budget))
-        return out
+            for name, t in _generic_sums(self.model, x, v, generic, self.rho, self.transform, self.budget).items():
+                _add(out, name, t)
+
+
+def _add(out: dict, key, t: Tensor) -> None:
+    """out[key] += t, in place; t becomes out[key] when there is none yet (the engine's sums are new
+    tensors nobody else holds: adding into them saves a copy of every parameter's size)."""
+    if key in out:
+        out[key].add_(t)
+    else:
+        out[key] = t
 
 class _Call:
     """One call of a hooked module: its input (detached) and output (the graph node to differentiate)."""
@@ -317,11 +353,17 @@ class _Call:
 
 
 def _fast_candidates(model: nn.Module, params: dict[str, Tensor]) -> dict[nn.Module, dict[str, str]]:
-    """Supported modules -> {attr: param name}, for trainable parameters owned by that module alone."""
-    owners: dict[int, set[tuple[int, str]]] = {}
+    """Supported modules -> {attr: param name}, for trainable parameters owned by that module alone, or
+    shared only with modules whose rules give per-sample gradients (a tied embedding and output head)."""
+    owners: dict[int, list[tuple[nn.Module, str]]] = {}
     for m in model.modules():
         for attr, p in m.named_parameters(recurse=False, remove_duplicate=False):
-            owners.setdefault(id(p), set()).add((id(m), attr))
+            owners.setdefault(id(p), []).append((m, attr))
+
+    def per_sample(m: nn.Module, attr: str) -> bool:
+        rule = rule_for(m)
+        return rule is not None and rule.per_sample is not None and attr in rule.params
+
     name_of = {id(p): name for name, p in params.items()}
     out: dict[nn.Module, dict[str, str]] = {}
     for m in model.modules():
@@ -329,7 +371,7 @@ def _fast_candidates(model: nn.Module, params: dict[str, Tensor]) -> dict[nn.Mod
         if rule is None:
             continue
         mine = {attr: name_of[id(p)] for attr in rule.params if (p := getattr(m, attr, None)) is not None
-                and id(p) in name_of and len(owners[id(p)]) == 1}
+                and id(p) in name_of and (len(owners[id(p)]) == 1 or all(per_sample(*o) for o in owners[id(p)]))}
         if mine:
             out[m] = mine
     return out
@@ -359,7 +401,7 @@ def _forward_capturing(model, x, candidates, transform):
         if not isinstance(z, Tensor) or z.dim() < 2:
             raise ValueError(f"the model (after output_transform) must return (batch, outputs) or "
                              f"(batch, positions..., outputs) logits, got {getattr(z, 'shape', type(z))}")
-        if not torch.isfinite(z).all():
+        if not _finite(z):
             raise ValueError("the model's outputs contain NaN or inf: the result would not be finite. "
                              "Check the model's parameters and the inputs.")
         modified = {m for m, cs in calls.items() if any(c.modified() for c in cs)}
@@ -370,16 +412,34 @@ def _forward_capturing(model, x, candidates, transform):
 
 
 def _validate_fast(candidates, calls, z, n):
-    """Keep the modules whose parameters reach the output only through their hooked calls on a batch of n."""
+    """Keep the modules whose parameters reach the output only through hooked calls on a batch of n
+    (a shared parameter: the calls of all the modules holding it, every one of them kept)."""
     uses = _graph_uses(z)
+    holders: dict[int, list[nn.Module]] = {}
+    for m, names in candidates.items():
+        for attr in names:
+            holders.setdefault(id(getattr(m, attr)), []).append(m)
     fast = {}
     for m, names in candidates.items():
         cs = calls[m]
         if not cs or any(c.input.shape[0] != n or c.output.shape[0] != n for c in cs):
             continue  # never called (weights used functionally?) or batch not on dim 0
-        if all(uses.get(id(getattr(m, attr)), 0) == len(cs) for attr in names):
+        if all(uses.get(id(p), 0) == sum(len(calls[h]) for h in holders[id(p)])
+               for p in (getattr(m, attr) for attr in names)):
             fast[m] = names
+    while dropped := [m for m in fast if any(h not in fast for attr in fast[m] for h in holders[id(getattr(m, attr))])]:
+        for m in dropped:  # a holder of its shared parameter is not kept: that parameter's sum would miss a part
+            del fast[m]
     return fast
+
+
+def _shared(modules: dict[nn.Module, dict[str, str]]) -> dict[str, list[tuple[nn.Module, str]]]:
+    """Parameter name -> its holders (module, attr), for the parameters more than one of ``modules`` holds."""
+    holders: dict[str, list[tuple[nn.Module, str]]] = {}
+    for m, names in modules.items():
+        for attr, name in names.items():
+            holders.setdefault(name, []).append((m, attr))
+    return {name: hs for name, hs in holders.items() if len(hs) > 1}
 
 
 def _graph_uses(z: Tensor) -> dict[int, int]:
@@ -406,11 +466,32 @@ def _fast_sums(z, v, fast, calls, rho) -> dict[str, Tensor]:
     sums: dict[str, Tensor] = {}
     for grads in _output_gradients(z, v, fast, calls):
         with torch.no_grad():
-            for m, names in fast.items():
-                part = rule_for(m).elementwise(m, [c.input for c in calls[m]], grads[m], rho)
-                for attr, name in names.items():
-                    sums[name] = sums[name] + part[attr] if name in sums else part[attr]
+            _add_elementwise(sums, fast, calls, grads, rho)
     return sums
+
+
+def _add_elementwise(out: dict, modules, calls, grads, rho) -> None:
+    """out[name] += Σ_{n,k} ρ(per-sample gradient) for the parameters of ``modules``; a shared one's
+    holders' per-sample gradients are added first, a few samples at a time (one sample at least:
+    one per-sample gradient of that parameter is then the floor of the memory it takes)."""
+    shared = _shared(modules)
+    for m, names in modules.items():
+        own = {attr: name for attr, name in names.items() if name not in shared}
+        if own:
+            part = rule_for(m).elementwise(m, [c.input for c in calls[m]], grads[m], rho)
+            for attr, name in own.items():
+                _add(out, name, part[attr])
+    for name, holders in shared.items():
+        k, n = grads[holders[0][0]][0].shape[:2]
+        step = max(1, CHUNK_ELEMENTS // (k * getattr(*holders[0]).numel()))
+        for i in range(0, n, step):
+            total = None
+            for m, attr in holders:
+                part = rule_for(m).per_sample(m, [c.input for c in calls[m]], grads[m], attr, slice(i, i + step))
+                total = part if total is None else total.add_(part)
+                del part  # two per-sample gradients of this size at most, here and in ρ below
+            _add(out, name, sum_leading(rho(total, out=total)))
+            del total
 
 
 def _output_gradients(z, v, fast, calls) -> Iterator[dict[nn.Module, list[Tensor]]]:
@@ -499,6 +580,8 @@ def average_over_data(
 ) -> dict:
     """Σ over batches of ``batch_sums(x, y, first) -> (sums, weight)``, divided by Σ weight.
 
+    ``batch_sums`` returns new tensors: the first batch's become the running sums, added into in place.
+
     ``gather``: consecutive batches smaller than this many samples are concatenated first (when
     their shapes allow), so that per-batch overhead is paid per ``gather`` samples. ``like``: the
     entries ``batch_sums`` may return, key -> a tensor of their shape and dtype (default: the
@@ -517,8 +600,8 @@ def average_over_data(
     device = next(iter(params.values())).device
     like = params if like is None else like
     # accumulate in at least float32 (bf16 sums over thousands of samples lose the small terms)
-    sums = {n: torch.zeros(p.shape, dtype=torch.promote_types(p.dtype, torch.float32), device=p.device)
-            for n, p in like.items()}
+    dtypes = {n: torch.promote_types(p.dtype, torch.float32) for n, p in like.items()}
+    sums: dict = {}
     weight = 0.0
     bar = _progress_bar(data, max_samples, desc) if progress else None
     with _eval_mode(model):
@@ -526,23 +609,35 @@ def average_over_data(
         for i, (x, y) in enumerate(_gathered(batches, gather) if gather else batches):
             part, w = batch_sums(x.to(device), y.to(device), i == 0)
             for name, t in part.items():
-                sums[name] += t
+                if name in sums:
+                    sums[name] += t
+                else:  # the first batch's sums become the running sums: no second copy of the model's size
+                    sums[name] = t.to(dtypes[name]).contiguous()
             weight += w
             if bar is not None:
                 bar.update(len(x))
     if bar is not None:
         bar.close()
+    for n, p in like.items():
+        if n not in sums:  # none of this process's batches had it; the all-reduce below still needs it
+            sums[n] = torch.zeros(p.shape, dtype=dtypes[n], device=p.device)
+    sums = {n: sums[n] for n in like}
     weight_t = torch.tensor(float(weight), dtype=torch.float64, device=device)
     if dist.is_available() and dist.is_initialized():  # sums and counts, THEN divide: the union's mean
         for t in (*sums.values(), weight_t):
             dist.all_reduce(t)
     if weight_t.item() == 0:
         raise ValueError("no samples: the data is empty")
-    out = {name: (s / weight_t).to(like[name].dtype) for name, s in sums.items()}
-    bad = [name for name, t in out.items() if not torch.isfinite(t).all()]
+    out = {name: s.div_(weight_t).to(like[name].dtype) for name, s in sums.items()}
+    bad = [name for name, t in out.items() if not _finite(t)]
     if bad:
         raise ValueError(f"the result is not finite (NaN or inf) for {bad[:5]}: check the model and inputs")
     return out
+
+
+def _finite(t: Tensor) -> bool:
+    """No NaN or inf in t: NaN propagates to the min and max (one pass, no tensor of flags: ~10x faster)."""
+    return t.numel() == 0 or bool(torch.isfinite(torch.stack(torch.aminmax(t))).all())
 
 
 def _batches(data, max_samples: int | None) -> Iterator[tuple[Tensor, Tensor]]:

@@ -13,25 +13,30 @@ works):
   attention never looks ahead, so the scored positions do not see it), else
   ``x = stack(input_ids, attention_mask)`` (N, 2, L);
 - :class:`CausalLMLogits` wraps the model: ``wrapper(x) = model(input_ids, attention_mask).logits[:, :-1]``,
-  the logits aligned with those shifted labels. It owns the model's submodules under their own names,
-  so ``wrapper.named_parameters()`` yields the model's parameters under the model's names: a
-  regularizer consolidated through the wrapper penalises the model itself
-  (``reg.penalty(model)``). With PEFT, only the adapter's parameters have ``requires_grad``, so only
-  they get a Fisher and an anchor.
+  the logits aligned with those shifted labels (without a mask, and when the model's ``forward`` takes
+  ``position_ids``, it passes positions 0…L-1 for every sequence: the values the model would use,
+  but one row per sequence, so that a learned position embedding (GPT-2's ``wpe``) is looked up with
+  the batch on dim 0 and keeps its layer rule instead of the ``torch.func`` path). It owns the
+  model's submodules under their own names, so ``wrapper.named_parameters()`` yields the model's
+  parameters under the model's names: a regularizer consolidated through the wrapper penalises the
+  model itself (``reg.penalty(model)``). With PEFT, only the adapter's parameters have
+  ``requires_grad``, so only they get a Fisher and an anchor.
 
 :func:`consolidate_causal_lm` puts the two together. Requires the sequence support of the Fisher
 engine: outputs (N, T, C), targets (N, T) with -100 ignored, each sequence's token gradients summed
 before squaring (see :mod:`forgetless.fisher`).
 
-Why the mask is dropped when it can be: parameters without a layer rule (GPT-2's ``Conv1D``, Llama's
-``RMSNorm``, …) go through the engine's ``torch.func`` path, which runs the model per sample under
-``vmap``, and Hugging Face's attention-mask preparation branches on the mask's values, which ``vmap``
-cannot do. Without a mask the model takes its plain causal path, which ``vmap`` runs. Left-padded
-batches need their mask: they work when every trainable parameter has a layer rule (e.g. LoRA
-adapters, which are ``nn.Linear``), and raise a clear error otherwise.
+Why the mask is dropped when it can be: parameters without a layer rule (Llama's ``RMSNorm``, …) go
+through the engine's ``torch.func`` path, which runs the model per sample under ``vmap``, and Hugging
+Face's attention-mask preparation branches on the mask's values, which ``vmap`` cannot do. Without a
+mask the model takes its plain causal path, which ``vmap`` runs. Left-padded batches need their mask:
+they work when every trainable parameter has a layer rule (e.g. LoRA adapters, which are
+``nn.Linear``), and raise a clear error otherwise (a full GPT-2 too: with a mask, its positions are
+left to the model, shared by the batch, and its position embedding takes the ``torch.func`` path).
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Iterable, Iterator, Mapping
 
 import torch
@@ -114,6 +119,7 @@ class CausalLMLogits(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self._wrapped = (model,)  # a tuple: not registered, so the model is no child and adds no prefix
+        self._takes_positions = "position_ids" in inspect.signature(model.forward).parameters
         for name, child in model.named_children():
             self.add_module(name, child)
         for name, p in model.named_parameters(recurse=False):
@@ -126,7 +132,10 @@ class CausalLMLogits(nn.Module):
         # the model's own flag is not among our modules: give it ours (eval during a Fisher pass)
         was_training, model.training = model.training, self.training
         try:
-            if x.dim() == 2:
+            if x.dim() == 2 and self._takes_positions:
+                positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
+                logits = model(input_ids=x, position_ids=positions).logits
+            elif x.dim() == 2:
                 logits = model(input_ids=x).logits
             elif _under_vmap():
                 raise ValueError(
