@@ -1,12 +1,15 @@
-"""The λ search of the post's experiment with its strengths trained at once (:mod:`forgetless.stacked`).
+"""The post's task-B jobs trained at once, as stacked models (:mod:`forgetless.stacked`).
 
-Every strength a row tries starts from the same task-A model and the same regularizer state
-(consolidated once from the model alone), and its task-B job seeds its batches and its dropout masks
-alike (``PostJobs.train``): only λ differs. So the K jobs of :meth:`PostJobs.task_b_phase` are one
-stacked job, :func:`task_b_phases`, which returns what they return, up to float rounding.
+Every task-B job of the rows that share a task-A job starts from the same task-A model, each row's
+regularizer state consolidated once from that model alone, and seeds its batches and its dropout
+masks alike (``PostJobs.train``): the jobs differ only in the row's penalty and its strength. So the
+jobs of one round (each row's first strengths after task A; later, a search's next strengths) whose
+penalties can share a stack (:func:`forgetless.stacked.stackable`: diagonal quadratics and no penalty
+together — naive, L2, EWC at its λ —, Kronecker-factored ones together — K-FAC EWC at its λ) are one
+stacked job, :func:`task_b_phases`, which returns what the separate jobs return, up to float rounding.
 
 ``jobs`` is a ``forgetless.post_jobs.PostJobs`` (not imported here: ``post_jobs`` imports this module).
-:func:`submit_round` is how :func:`forgetless.post.run_post` submits each round of a row's search.
+:func:`submit_round` is how :func:`forgetless.post.run_post` submits each round.
 """
 from __future__ import annotations
 
@@ -20,38 +23,33 @@ import torch
 from .stacked import StackedMLP, stackable, train_stacked
 from .training import TrainingError, adam
 
+Pair = tuple[str, "float | None"]  # a task-B job: (row, strength; None for a row without one)
 
-def stacks(jobs, name: str, schedule, after_a: dict[str, Any], strengths: Sequence[float]) -> str | None:
-    """Why row ``name``'s strengths cannot be trained stacked (one line), or None when they can."""
-    if len(strengths) < 2:
-        return "fewer than two strengths"
+
+def _setup(jobs, pair: Pair, schedule, after_a: dict[str, Any]):
+    """The model and regularizer (None: none) that ``jobs.task_b_phase(*pair)`` starts task B with."""
+    name, strength = pair
     model = jobs.new_model(schedule.dropout)
-    reg = jobs.regularizer(name, 1.0)
+    model.load_state_dict(after_a["model"])
+    reg = None if strength is None else jobs.regularizer(name, strength)
     if reg is not None:
         reg.load_state_dict(after_a["states"][name])
-    return stackable(model, [reg])
+    return model, reg
 
 
-def task_b_phases(jobs, name: str, schedule, after_a: dict[str, Any], strengths: Sequence[float]) -> list[dict[str, Any]]:
-    """``[jobs.task_b_phase(name, schedule, after_a, s) for s in strengths]``, trained as one stacked model.
+def task_b_phases(jobs, pairs: Sequence[Pair], schedule, after_a: dict[str, Any]) -> list[dict[str, Any]]:
+    """``[jobs.task_b_phase(name, schedule, after_a, s) for name, s in pairs]``, trained as one stacked model.
 
-    A strength whose training diverged raises nothing here: its outcome has NaN accuracies (the
-    search scores it NaN, as :func:`forgetless.strength.score_or_nan` does for a separate run) and
-    its error under ``"diverged"``. ``seconds`` is the stacked job's time shared out equally.
+    A job whose training diverged raises nothing here: its outcome has NaN accuracies (the search
+    scores it NaN, as :func:`forgetless.strength.score_or_nan` does for a separate run) and its error
+    under ``"diverged"``. ``seconds`` is the stacked job's time shared out equally.
     """
     start = time.perf_counter()
     c = jobs.config
-    models, regs = [], []
-    for strength in strengths:
-        model = jobs.new_model(schedule.dropout)
-        model.load_state_dict(after_a["model"])
-        reg = jobs.regularizer(name, strength)
-        reg.load_state_dict(after_a["states"][name])
-        models.append(model)
-        regs.append(reg)
+    models, regs = zip(*(_setup(jobs, pair, schedule, after_a) for pair in pairs))
     problem = stackable(models[0], regs)
     if problem:
-        raise ValueError(f"row {name} cannot be trained stacked: {problem}")
+        raise ValueError(f"{_names(pairs)} cannot be trained stacked: {problem}")
     stack = StackedMLP(models)
     data = jobs.task_b.train
     salt = 2  # PostJobs.task_b_phase's
@@ -61,8 +59,7 @@ def task_b_phases(jobs, name: str, schedule, after_a: dict[str, Any], strengths:
         torch.manual_seed(c.seed * 1000 + salt)  # the dropout masks of each separate job
         losses = train_stacked(stack, data, steps=schedule.epochs_b * math.ceil(len(data) / c.batch_size),
                                batch_size=c.batch_size, optimizer=optimizer, generator=generator, regularizers=regs,
-                               label=f"{name} λ={','.join(f'{s:g}' for s in strengths)}, task B",
-                               on_step=_times(jobs.on_step, len(strengths)))
+                               label=f"{_names(pairs)}, task B", on_step=_times(jobs.on_step, len(pairs)))
     stack.write_to(models)
     outcomes = []
     for model, reg, loss in zip(models, regs, losses):
@@ -72,8 +69,12 @@ def task_b_phases(jobs, name: str, schedule, after_a: dict[str, Any], strengths:
             out["valid_accuracy"] = {t: math.nan for t in out["valid_accuracy"]}
             out["diverged"] = str(loss)
         outcomes.append(out)
-    seconds = round((time.perf_counter() - start) / len(strengths), 3)
-    return [{**out, "seconds": seconds, "stacked": len(strengths)} for out in outcomes]
+    seconds = round((time.perf_counter() - start) / len(pairs), 3)
+    return [{**out, "seconds": seconds, "stacked": len(pairs)} for out in outcomes]
+
+
+def _names(pairs: Sequence[Pair]) -> str:
+    return ", ".join(name if s is None else f"{name} λ={s:g}" for name, s in pairs)
 
 
 def _times(on_step, k: int):
@@ -93,7 +94,7 @@ def diverged(outcome: dict[str, Any]) -> TrainingError | None:
 
 
 class Part:
-    """Strength i's outcome of a stacked job's future: ``result()`` returns it, or raises the
+    """Job i's outcome of a stacked job's future: ``result()`` returns it, or raises the
     :class:`TrainingError` its separate job would have raised (the search then scores it NaN)."""
 
     def __init__(self, future: Future, i: int) -> None:
@@ -107,19 +108,60 @@ class Part:
         return outcome
 
 
-def submit_round(runner, jobs, name: str, schedule, after_a: dict[str, Any], strengths: Sequence[float | None],
-                 stacked: bool) -> tuple[list[Future], dict[float | None, Any], dict[str, Any]]:
-    """Submit row ``name``'s ``strengths`` to ``runner`` (:func:`forgetless.workers.job_runner`'s): as one
-    stacked job when ``stacked`` is asked and :func:`stacks` finds nothing against it (``jobs``, a
-    ``PostJobs`` here, checks), else one job per strength.
+# What one copy's task-B step costs, relative to a diagonal or no penalty: a Kronecker-factored penalty's
+# products with A and G about double it on the seed net (bench/bench_stacked.py, stacked: 2.8 against
+# 1.3-1.6 ms per copy and step). Only used to submit the longest job first, so that the last to start ends
+# soonest (with 2 workers, the K-FAC row's job before the one of naive, L2 and EWC).
+KRONECKER_COST = 2.0
 
-    Returns the futures to wait for, each strength's result (a future or a :class:`Part`), and a record
-    of the round for ``result.json``: its strengths and how they were trained.
+
+def bundles(jobs, schedules: dict[str, Any], after_a: dict[str, Any], pairs: Sequence[Pair],
+            stacked: bool) -> list[tuple[list[Pair], str | None]]:
+    """``pairs`` (jobs of rows sharing ``after_a``) split into stacked jobs: a row joins the first bundle
+    with its schedule whose penalties it stacks with. Each bundle with why its jobs train one at a time
+    (None: they are one stacked job); the costliest bundle first."""
+    rows: dict[str, list[Pair]] = {}
+    for pair in pairs:
+        rows.setdefault(pair[0], []).append(pair)
+    out: list[tuple[list[Pair], dict[str, Any], str | None]] = []  # (pairs, each row's regularizer, why not stacked)
+    for name, mine in rows.items():
+        model, reg = _setup(jobs, mine[0], schedules[name], after_a)
+        why = stackable(model, [reg]) if stacked else "not asked for (--no-stacked)"
+        joins = [g for g in out if why is None and g[2] is None and schedules[next(iter(g[1]))] == schedules[name]
+                 and stackable(model, [*g[1].values(), reg]) is None]
+        if joins:
+            joins[0][0].extend(mine)
+            joins[0][1][name] = reg
+        else:
+            out.append((list(mine), {name: reg}, why))
+
+    def cost(group) -> float:
+        return sum((KRONECKER_COST if group[1][n] is not None and group[1][n].kronecker() is not None else 1.0)
+                   * schedules[n].epochs_b for n, _ in group[0])
+    return [(g[0], g[2] if g[2] or len(g[0]) > 1 else "alone in its round") for g in sorted(out, key=lambda g: -cost(g))]
+
+
+def submit_round(runner, jobs, schedules: dict[str, Any], after_a: dict[str, Any], pairs: Sequence[Pair],
+                 stacked: bool) -> tuple[list[tuple[Future, list[Pair]]], dict[Pair, Any], dict[str, dict[str, Any]]]:
+    """Submit ``pairs`` to ``runner`` (:func:`forgetless.workers.job_runner`'s) as :func:`bundles` says: a
+    bundle as one stacked job, or one job per pair. ``jobs`` (a ``PostJobs`` here) checks.
+
+    Returns each future with the pairs it trains, each pair's result (a future or a :class:`Part`), and
+    per row a record of the round for ``result.json``: its strengths and how they were trained.
     """
-    why = stacks(jobs, name, schedule, after_a, strengths) if stacked else "not asked for (--no-stacked)"
-    record = {"strengths": list(strengths), "trained": "stacked" if why is None else f"one at a time: {why}"}
-    if why is None:
-        group = runner.submit("task_b_phases", name, schedule, after_a, tuple(strengths))
-        return [group], {s: Part(group, i) for i, s in enumerate(strengths)}, record
-    futures = {s: runner.submit("task_b_phase", name, schedule, after_a, s) for s in strengths}
-    return list(futures.values()), futures, record
+    futures, results, records = [], {}, {}
+    for group, why in bundles(jobs, schedules, after_a, pairs, stacked):
+        rows = list(dict.fromkeys(name for name, _ in group))
+        if why is None:
+            future = runner.submit("task_b_phases", group, schedules[rows[0]], after_a)
+            futures.append((future, group))
+            results.update({pair: Part(future, i) for i, pair in enumerate(group)})
+        else:
+            for name, strength in group:
+                results[name, strength] = runner.submit("task_b_phase", name, schedules[name], after_a, strength)
+                futures.append((results[name, strength], [(name, strength)]))
+        for name in rows:
+            others = ", ".join(r for r in rows if r != name)
+            trained = f"one at a time: {why}" if why else "stacked" + (f" with {others}" if others else "")
+            records[name] = {"strengths": [s for n, s in group if n == name], "trained": trained}
+    return futures, results, records
