@@ -37,9 +37,9 @@ from .workers import job_runner, workers_that_fit
 __all__ = ["BENCHMARK", "PROCEDURES", "PostConfig", "PostJobs", "Procedure", "ROWS", "Schedule", "execute", "run_post"]
 
 PROTOCOLS = ("fair", "post")
-# Each round of a λ search trained as one stacked model (forgetless.post_stacked) unless --no-stacked.
-# `make demo` (2 workers, 2 busy cores, load 2-6.5), 5 interleaved pairs: stacked/one-at-a-time wall
-# 0.92x, 1.11x, 0.94x, 0.89x, 1.00x (median 0.94x): a few percent at best, near the noise (notes/issue-14).
+# Each round of task-B jobs trained as few stacked models as the penalties allow (forgetless.post_stacked)
+# unless --no-stacked. `make demo` (2 workers, 2 busy cores, load 4.6-6.7), 4 interleaved pairs against
+# stacking EWC's λ only: wall 0.82x, 0.85x, 0.82x, 0.81x, CPU 0.81-0.84x, the same table (notes/issue-14-demo).
 STACKED = True
 SEARCHES = ("local", "grid")
 # EWC's λ is searched on validation data by default, over quarter decades 10^2.5 … 10^3.75 (316 … 5623):
