@@ -53,6 +53,9 @@ def test_a_local_search_trains_each_strength_once_in_the_order_of_the_search(ben
         expected = next_to_try(config.strength_grid, seen)
     assert set(seen) == set(tried)
     assert ("l2", 1.0) in trained and ("naive", None) in trained
+    for later in result["search_rounds"]["ewc"][1:]:  # a search's next strengths: stacked within the row
+        alone = "one at a time: alone in its round" if len(later["strengths"]) == 1 else "stacked"
+        assert later["trained"] == (alone if stacked else "one at a time: not asked for (--no-stacked)")
 
 
 def test_a_new_row_is_one_entry_in_the_table(bench, monkeypatch):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import Future
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 
@@ -115,6 +115,17 @@ class Part:
 KRONECKER_COST = 2.0
 
 
+class _Bundle(NamedTuple):
+    pairs: list[Pair]
+    regs: dict[str, Any]  # each row's regularizer (None: none), for the checks and the cost
+    why: str | None       # why its jobs train one at a time; None: they are one stacked job
+
+    def cost(self, schedules: dict[str, Any]) -> float:
+        """Copy-epochs of task B, a Kronecker-factored copy weighing :data:`KRONECKER_COST`."""
+        return sum((KRONECKER_COST if self.regs[n] is not None and self.regs[n].kronecker() is not None else 1.0)
+                   * schedules[n].epochs_b for n, _ in self.pairs)
+
+
 def bundles(jobs, schedules: dict[str, Any], after_a: dict[str, Any], pairs: Sequence[Pair],
             stacked: bool) -> list[tuple[list[Pair], str | None]]:
     """``pairs`` (jobs of rows sharing ``after_a``) split into stacked jobs: a row joins the first bundle
@@ -123,22 +134,20 @@ def bundles(jobs, schedules: dict[str, Any], after_a: dict[str, Any], pairs: Seq
     rows: dict[str, list[Pair]] = {}
     for pair in pairs:
         rows.setdefault(pair[0], []).append(pair)
-    out: list[tuple[list[Pair], dict[str, Any], str | None]] = []  # (pairs, each row's regularizer, why not stacked)
+    out: list[_Bundle] = []
     for name, mine in rows.items():
         model, reg = _setup(jobs, mine[0], schedules[name], after_a)
         why = stackable(model, [reg]) if stacked else "not asked for (--no-stacked)"
-        joins = [g for g in out if why is None and g[2] is None and schedules[next(iter(g[1]))] == schedules[name]
-                 and stackable(model, [*g[1].values(), reg]) is None]
-        if joins:
-            joins[0][0].extend(mine)
-            joins[0][1][name] = reg
+        fits = (b for b in out if why is None and b.why is None and schedules[b.pairs[0][0]] == schedules[name]
+                and stackable(model, [*b.regs.values(), reg]) is None)
+        bundle = next(fits, None)
+        if bundle is None:
+            out.append(_Bundle(list(mine), {name: reg}, why))
         else:
-            out.append((list(mine), {name: reg}, why))
-
-    def cost(group) -> float:
-        return sum((KRONECKER_COST if group[1][n] is not None and group[1][n].kronecker() is not None else 1.0)
-                   * schedules[n].epochs_b for n, _ in group[0])
-    return [(g[0], g[2] if g[2] or len(g[0]) > 1 else "alone in its round") for g in sorted(out, key=lambda g: -cost(g))]
+            bundle.pairs.extend(mine)
+            bundle.regs[name] = reg
+    return [(b.pairs, b.why if b.why or len(b.pairs) > 1 else "alone in its round")
+            for b in sorted(out, key=lambda b: -b.cost(schedules))]
 
 
 def submit_round(runner, jobs, schedules: dict[str, Any], after_a: dict[str, Any], pairs: Sequence[Pair],
