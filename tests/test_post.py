@@ -178,6 +178,23 @@ def test_under_the_posts_protocol_only_rows_with_one_task_a_and_schedule_are_sta
     assert together["config"] == alone["config"]
 
 
+@pytest.mark.parametrize("workers", [1, 2, 3, 4, 8])
+def test_a_round_becomes_at_least_as_many_jobs_as_there_are_workers(bench, workers):
+    from forgetless.post_stacked import bundles
+
+    config = post.PostConfig(epochs=1, hidden=16)
+    jobs, plan = post.PostJobs(config, bench, post.ROWS), post.schedules(config)
+    after_a = jobs.task_a_phase(plan["ewc"], ("ewc", "ewc-kfac", "l2"))
+    kfac, ewc = [("ewc-kfac", s) for s in (17.8, 31.6, 56.2)], [("ewc", s) for s in (1e3, 1778.3, 3162.3)]
+    out = bundles(jobs, plan, after_a, [*ewc, *kfac, ("naive", None), ("l2", 1.0)], True, workers)
+    assert sum(1 if why is None else len(group) for group, why in out) == max(2, workers)
+    assert sorted(map(str, (p for group, _ in out for p in group))) == sorted(map(str, [*ewc, *kfac, ("naive", None), ("l2", 1.0)]))
+    if workers <= 2:  # the 2-core machine's default: K-FAC's job first (the costlier), then the other rows'
+        assert out == [(kfac, None), ([*ewc, ("naive", None), ("l2", 1.0)], None)]
+    if workers == 4:
+        assert out == [(kfac[:2], None), (ewc, None), (kfac[2:], "cut for 4 workers"), ([("naive", None), ("l2", 1.0)], None)]
+
+
 def test_a_stacked_copy_that_diverged_reads_as_its_separate_job_would_fail():
     from concurrent.futures import Future
 

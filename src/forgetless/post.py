@@ -184,7 +184,7 @@ def run_post(config: PostConfig, bench: Benchmark, on_step: Callable[[], None] |
     searches = {p.name: _search(config, p) for p in sequential if p.strength and getattr(config, p.strength) == "auto"}
     runs: dict[tuple[str, float | None], Any] = {}  # each (row, strength)'s result: a Future or a post_stacked.Part
     tried: dict[Future, list[tuple[str, list[float]]]] = {}  # a search's jobs: per searched row, the strengths it trains
-    rounds: dict[str, list[dict[str, Any]]] = {}  # per row, how each round of strengths was trained
+    rounds: dict[str, list[dict[str, Any]]] = {}  # per row, how each round of strengths was trained (a record per job)
     submitted: list[Future] = []
     checker = PostJobs(config, bench, ROWS)
 
@@ -203,9 +203,9 @@ def run_post(config: PostConfig, bench: Benchmark, on_step: Callable[[], None] |
 
         def start(pairs: list[tuple[str, float | None]], after_a: dict[str, Any]) -> None:
             """Train these (row, strength) jobs, stacked where they allow (post_stacked.bundles)."""
-            futures, results, records = submit_round(jobs, checker, plan, after_a, pairs, stacked)
-            for name, record in records.items():
-                rounds.setdefault(name, []).append(record)
+            futures, results, records = submit_round(jobs, checker, plan, after_a, pairs, stacked, workers)
+            for name, parts in records.items():
+                rounds.setdefault(name, []).extend(parts)
             runs.update(results)
             for future, trains in futures:
                 searched = {name: [s for n, s in trains if n == name] for name, _ in trains if name in searches}

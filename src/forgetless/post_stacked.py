@@ -127,10 +127,11 @@ class _Bundle(NamedTuple):
 
 
 def bundles(jobs, schedules: dict[str, Any], after_a: dict[str, Any], pairs: Sequence[Pair],
-            stacked: bool) -> list[tuple[list[Pair], str | None]]:
+            stacked: bool, workers: int = 1) -> list[tuple[list[Pair], str | None]]:
     """``pairs`` (jobs of rows sharing ``after_a``) split into stacked jobs: a row joins the first bundle
-    with its schedule whose penalties it stacks with. Each bundle with why its jobs train one at a time
-    (None: they are one stacked job); the costliest bundle first."""
+    with its schedule whose penalties it stacks with; then, while there are fewer jobs than ``workers``,
+    the costliest stacked bundle is cut in two. Each bundle with why its jobs train one at a time (None:
+    they are one stacked job); the costliest bundle first."""
     rows: dict[str, list[Pair]] = {}
     for pair in pairs:
         rows.setdefault(pair[0], []).append(pair)
@@ -146,20 +147,33 @@ def bundles(jobs, schedules: dict[str, Any], after_a: dict[str, Any], pairs: Seq
         else:
             bundle.pairs.extend(mine)
             bundle.regs[name] = reg
+    # Stacking saves CPU time but serialises: fewer jobs than workers would leave workers idle (with 4,
+    # the K-FAC stack alone would outlast all 8 jobs run side by side). 2 workers, the 2-core machine's
+    # default, split nothing after task A (2 bundles; measured); more workers get more, smaller stacks.
+    while sum(1 if b.why is None else len(b.pairs) for b in out) < workers:
+        big = max((b for b in out if b.why is None and len(b.pairs) > 1), key=lambda b: b.cost(schedules), default=None)
+        if big is None:
+            break
+        out.remove(big)
+        half = (len(big.pairs) + 1) // 2
+        for part in (big.pairs[:half], big.pairs[half:]):
+            out.append(_Bundle(part, {n: big.regs[n] for n, _ in part}, f"cut for {workers} workers" if len(part) == 1 else None))
     return [(b.pairs, b.why if b.why or len(b.pairs) > 1 else "alone in its round")
             for b in sorted(out, key=lambda b: -b.cost(schedules))]
 
 
 def submit_round(runner, jobs, schedules: dict[str, Any], after_a: dict[str, Any], pairs: Sequence[Pair],
-                 stacked: bool) -> tuple[list[tuple[Future, list[Pair]]], dict[Pair, Any], dict[str, dict[str, Any]]]:
+                 stacked: bool, workers: int = 1) -> tuple[list[tuple[Future, list[Pair]]], dict[Pair, Any],
+                                                           dict[str, list[dict[str, Any]]]]:
     """Submit ``pairs`` to ``runner`` (:func:`forgetless.workers.job_runner`'s) as :func:`bundles` says: a
     bundle as one stacked job, or one job per pair. ``jobs`` (a ``PostJobs`` here) checks.
 
     Returns each future with the pairs it trains, each pair's result (a future or a :class:`Part`), and
-    per row a record of the round for ``result.json``: its strengths and how they were trained.
+    per row the records of the round for ``result.json``: its strengths and how they were trained (one
+    record per job its strengths went to).
     """
     futures, results, records = [], {}, {}
-    for group, why in bundles(jobs, schedules, after_a, pairs, stacked):
+    for group, why in bundles(jobs, schedules, after_a, pairs, stacked, workers):
         rows = list(dict.fromkeys(name for name, _ in group))
         if why is None:
             future = runner.submit("task_b_phases", group, schedules[rows[0]], after_a)
@@ -172,5 +186,5 @@ def submit_round(runner, jobs, schedules: dict[str, Any], after_a: dict[str, Any
         for name in rows:
             others = ", ".join(r for r in rows if r != name)
             trained = f"one at a time: {why}" if why else "stacked" + (f" with {others}" if others else "")
-            records[name] = {"strengths": [s for n, s in group if n == name], "trained": trained}
+            records.setdefault(name, []).append({"strengths": [s for n, s in group if n == name], "trained": trained})
     return futures, results, records
