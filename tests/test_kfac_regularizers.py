@@ -296,3 +296,24 @@ def test_a_model_that_does_not_match_the_factored_state_is_refused():
         ewc.penalty(other)
     with pytest.raises(ValueError, match="the model has no parameter '2.weight'"):
         ewc.penalty(nn.Sequential(nn.Linear(5, 4)))
+
+
+@pytest.mark.parametrize("make", [lambda: EWC(7.0, structure="kfac", kfac_damping=0.1),
+                                  lambda: OnlineEWC(7.0, decay=0.5, structure="kfac")])
+def test_kronecker_says_what_the_penalty_is(make):
+    # the description forgetless.stacked trains copies from: penalty = scale·(Kronecker terms + diagonal) + constant
+    from forgetless.kronecker import kronecker_penalty
+    from forgetless.quadratic import quadratic_penalty
+
+    torch.manual_seed(0)
+    model, reg = Net(), make()
+    assert reg.kronecker() is None and EWC(1.0).kronecker() is None  # before consolidate; the diagonal structure
+    for t in range(2):
+        reg.consolidate(model, task(t))
+        move(model, 10 + t)
+    scale, terms, anchor, weight = reg.kronecker()
+    params = dict(model.named_parameters())
+    described = scale * (kronecker_penalty(params, terms) + quadratic_penalty(params, anchor, weight))
+    constant = scale * reg.constant if isinstance(reg, EWC) else 0.0
+    assert float(reg.penalty(model)) == pytest.approx(float(described + constant), rel=1e-12)
+    assert len(terms) == 2 and set(anchor) == {"norm.weight", "norm.bias"}  # a term per task; the LayerNorm diagonal

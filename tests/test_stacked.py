@@ -14,9 +14,10 @@ from forgetless.experiment import benchmark_factory, choose_strength
 from forgetless.benchmarks.base import Split
 from forgetless.models import mlp
 from forgetless.post_stacked import task_b_phases
-from forgetless.regularizers import EWC, L2, MAS, SI
+from forgetless.regularizers import EWC, L2, MAS, SI, OnlineEWC
 from forgetless.run_config import RunConfig
 from forgetless.stacked import StackedMLP, stackable, train_stacked
+from forgetless.stacked_penalty import KroneckerPenalty, stacked_penalties
 from forgetless.strength import Search
 from forgetless.training import TrainingError, adam, train_task
 
@@ -100,6 +101,83 @@ def test_each_stacked_copy_ends_where_its_separate_run_ends(dropout):
         assert _max_diff(other[1], separate[1]) > 1e-2
 
 
+def _kfac_regs(model, old, strengths=(0.0, 1.0, 30.0, 1e3)):
+    """K-FAC EWC (damped, as ewc-kfac) at several strengths sharing one consolidation: the post's search."""
+    base = EWC(1.0, structure="kfac", kfac_damping=0.3)
+    base.consolidate(model, (old.x, old.y))
+    regs = []
+    for strength in strengths:
+        reg = EWC(strength, structure="kfac", kfac_damping=0.3)
+        reg.load_state_dict(base.state_dict())
+        regs.append(reg)
+    return regs
+
+
+def _kronecker_part(model, regs):
+    stack = StackedMLP([copy.deepcopy(model) for _ in regs])
+    found = [p for p in stacked_penalties(stack.names, stack.stacked_parameters(), regs) if isinstance(p, KroneckerPenalty)]
+    return stack, found[0]
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_kronecker_factored_copies_end_where_their_separate_runs_end(dropout):
+    model, old = _start(dropout)
+    data, regs = _data(seed=2), _kfac_regs(model, old)
+    assert all(layer.a.dim() == 2 for layer in _kronecker_part(model, regs)[1].layers)  # one A for every copy
+    separate = _separate(model, data, regs)
+    stacked, losses = _stacked(model, data, regs)
+    for k, (alone, together, loss) in enumerate(zip(separate, stacked, losses)):
+        assert isinstance(loss, float)
+        assert _max_diff(alone, together) < 1e-5, k  # measured: ~1e-7
+    assert _max_diff(stacked[0], stacked[3]) > 1e-2
+
+
+def test_copies_with_their_own_kronecker_factors_end_where_their_separate_runs_end():
+    model, old = _start()
+    ewc = EWC(10.0, structure="kfac")  # undamped, factors of other data
+    ewc.consolidate(model, (_data(seed=7).x, _data(seed=7).y))
+    online = OnlineEWC(10.0, structure="kfac", kfac_damping=0.3)
+    online.consolidate(model, (old.x, old.y))
+    regs = [ewc, online, _kfac_regs(model, old)[2]]
+    assert all(layer.a.dim() == 3 for layer in _kronecker_part(model, regs)[1].layers)  # A per copy
+    data = _data(seed=2)
+    for alone, together in zip(_separate(model, data, regs), _stacked(model, data, regs)[0]):
+        assert _max_diff(alone, together) < 1e-5  # measured: ~7e-8
+
+
+def test_the_stacked_kronecker_penalty_is_each_copys_penalty_and_gradient():
+    # two terms per copy (two tasks, two anchors), each copy somewhere else: against the one-model autograd
+    model, old = _start()
+    regs = []
+    for k, strength in enumerate((2.0, 50.0)):
+        reg = EWC(strength, structure="kfac", kfac_damping=0.1 * k)
+        reg.consolidate(model, (old.x, old.y))
+        moved = copy.deepcopy(model)
+        with torch.no_grad():
+            for p in moved.parameters():
+                p.add_(0.05 * (k + 1))
+        reg.consolidate(moved, (_data(seed=7).x, _data(seed=7).y))
+        regs.append(reg)
+    stack, penalty = _kronecker_part(model, regs)
+    params = stack.stacked_parameters()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in params:
+            p.add_(0.1 * torch.randn_like(p))
+    values = penalty.value(params)
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    penalty.add_gradient_(params)
+    copies = [copy.deepcopy(model) for _ in regs]
+    stack.write_to(copies)
+    for k, (net, reg) in enumerate(zip(copies, regs)):
+        alone = reg.penalty(net) - 0.5 * reg.strength * reg.constant  # the constant has no gradient
+        alone.backward()
+        assert float(values[k]) == pytest.approx(float(alone), rel=1e-5)
+        for (name, p), stacked in zip(net.named_parameters(), [p.grad[k] for p in params]):
+            assert torch.allclose(p.grad, stacked, rtol=1e-5, atol=1e-7), name
+
+
 def test_a_copy_that_diverges_is_reported_and_leaves_the_others_alone():
     model, old = _start()
     ewc = EWC(1.0)
@@ -125,7 +203,8 @@ def test_what_cannot_be_stacked_is_said():
     kfac = EWC(1.0, structure="kfac")
     kfac.consolidate(model, (old.x, old.y))
     assert "SI" in stackable(model, [si])
-    assert "EWC" in stackable(model, [kfac])
+    assert stackable(model, [kfac, kfac]) is None
+    assert "same layers" in stackable(model, [kfac, EWC(1.0)]) and "same layers" in stackable(model, [kfac, None])
     assert "nn.Sequential" in stackable(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3)))
     frozen = mlp(4, (3,), 2)
     frozen[1].weight.requires_grad_(False)
@@ -148,7 +227,7 @@ def test_the_posts_strengths_trained_at_once_score_and_choose_as_separate_jobs(b
     after_a = jobs.task_a_phase(schedule, ("ewc",))
     grid = (1.0, 100.0, 1e4, 1e6)
     separate = [jobs.task_b_phase("ewc", schedule, after_a, s) for s in grid]
-    stacked = task_b_phases(jobs, "ewc", schedule, after_a, grid)
+    stacked = task_b_phases(jobs, [("ewc", s) for s in grid], schedule, after_a)
     searches = []
     for outcomes in (separate, stacked):
         search = Search(grid)

@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--workers", type=opt.positive_int, default=None,
                       help="processes running its jobs side by side, one torch thread each (default: the CPUs "
                            "available, at most 8); 1 runs everything in this process with --threads threads")
-    opt.add_stacked(post, "each round of a λ search trained as one stacked model where its row allows (not K-FAC; default)")
+    opt.add_stacked(post, "task-B jobs that start from one task-A model trained as few stacked models as their "
+                          "penalties allow: naive, L2 and EWC's λ; K-FAC EWC's λ (default)")
     opt.add_output_options(post)
     opt.add_data_options(post)
 

@@ -37,9 +37,9 @@ from .workers import job_runner, workers_that_fit
 __all__ = ["BENCHMARK", "PROCEDURES", "PostConfig", "PostJobs", "Procedure", "ROWS", "Schedule", "execute", "run_post"]
 
 PROTOCOLS = ("fair", "post")
-# Each round of a λ search trained as one stacked model (forgetless.post_stacked) unless --no-stacked.
-# `make demo` (2 workers, 2 busy cores, load 2-6.5), 5 interleaved pairs: stacked/one-at-a-time wall
-# 0.92x, 1.11x, 0.94x, 0.89x, 1.00x (median 0.94x): a few percent at best, near the noise (notes/issue-14).
+# Each round of task-B jobs trained as few stacked models as the penalties allow (forgetless.post_stacked)
+# unless --no-stacked. `make demo` (2 workers, 2 busy cores, load 4.6-6.7), 4 interleaved pairs against
+# stacking EWC's λ only: wall 0.82x, 0.85x, 0.82x, 0.81x, CPU 0.81-0.84x, the same table (notes/issue-14-demo).
 STACKED = True
 SEARCHES = ("local", "grid")
 # EWC's λ is searched on validation data by default, over quarter decades 10^2.5 … 10^3.75 (316 … 5623):
@@ -168,10 +168,11 @@ def run_post(config: PostConfig, bench: Benchmark, on_step: Callable[[], None] |
     """Run every procedure, in ``workers`` processes (1: here); returns the ``result.json`` content.
 
     ``on_step()`` after every training step; ``on_more(n)`` when a local λ search adds n steps to
-    :func:`steps_total`'s count. ``stacked`` (None: :data:`STACKED`): each round of a search (the
-    local search's first 3 strengths, then their untried neighbours) trained as one stacked model
-    where its row allows (a diagonal quadratic penalty: not K-FAC), else one job per strength;
-    ``result.json``'s ``search_rounds`` says which. The result does not depend on ``workers`` or
+    :func:`steps_total`'s count. ``stacked`` (None: :data:`STACKED`): each round of task-B jobs (after
+    task A every row's first strengths, a local search's first 3; later a search's untried neighbours)
+    trained as few stacked models as the penalties allow (:func:`forgetless.post_stacked.bundles`: naive,
+    L2 and EWC's λ in one, K-FAC EWC's λ in another), else one job per strength; ``result.json``'s
+    ``search_rounds`` says which. The result does not depend on ``workers`` or
     ``stacked`` beyond float rounding: workers use one torch thread each, so a run here with one
     thread gives the same numbers.
     """
@@ -182,8 +183,8 @@ def run_post(config: PostConfig, bench: Benchmark, on_step: Callable[[], None] |
     sequential = sorted((p for p in PROCEDURES if not _joint(p)), key=lambda p: not p.searched)  # searches start first
     searches = {p.name: _search(config, p) for p in sequential if p.strength and getattr(config, p.strength) == "auto"}
     runs: dict[tuple[str, float | None], Any] = {}  # each (row, strength)'s result: a Future or a post_stacked.Part
-    tried: dict[Future, tuple[str, list[float]]] = {}  # a search's jobs: (row, the strengths a job trains)
-    rounds: dict[str, list[dict[str, Any]]] = {}  # per row, how each round of strengths was trained
+    tried: dict[Future, list[tuple[str, list[float]]]] = {}  # a search's jobs: per searched row, the strengths it trains
+    rounds: dict[str, list[dict[str, Any]]] = {}  # per row, how each round of strengths was trained (a record per job)
     submitted: list[Future] = []
     checker = PostJobs(config, bench, ROWS)
 
@@ -200,15 +201,16 @@ def run_post(config: PostConfig, bench: Benchmark, on_step: Callable[[], None] |
         joint = {p.name: jobs.submit("multitask", plan[p.name]) for p in PROCEDURES if _joint(p)}
         pending = set(task_a)
 
-        def start(name: str, strengths, after_a: dict[str, Any]) -> None:
-            if not strengths:
-                return
-            futures, results, record = submit_round(jobs, checker, name, plan[name], after_a, strengths, stacked)
-            rounds.setdefault(name, []).append(record)
-            runs.update({(name, s): r for s, r in results.items()})
-            for future in futures:
-                if name in searches:
-                    tried[future] = (name, [s for s, r in results.items() if getattr(r, "future", r) is future])
+        def start(pairs: list[tuple[str, float | None]], after_a: dict[str, Any]) -> None:
+            """Train these (row, strength) jobs, stacked where they allow (post_stacked.bundles)."""
+            futures, results, records = submit_round(jobs, checker, plan, after_a, pairs, stacked, workers)
+            for name, parts in records.items():
+                rounds.setdefault(name, []).extend(parts)
+            runs.update(results)
+            for future, trains in futures:
+                searched = {name: [s for n, s in trains if n == name] for name, _ in trains if name in searches}
+                if searched:
+                    tried[future] = list(searched.items())
                 pending.add(future)
                 submitted.append(future)
 
@@ -216,18 +218,19 @@ def run_post(config: PostConfig, bench: Benchmark, on_step: Callable[[], None] |
         while pending:
             for done in jobs.wait(pending):
                 pending.discard(done)
-                if done in task_a:  # each row's task B starts as soon as its task A is done
+                if done in task_a:  # the rows' task B starts as soon as their task A is done: one round for all
                     for p in groups[task_a[done]]:
                         after[p.name] = done.result()
-                        first = searches[p.name].first() if p.name in searches else first_strengths(config, p)
-                        start(p.name, first, after[p.name])
-                elif done in tried:  # a search's run: once all started are scored, a local search may ask for more
-                    name, strengths = tried[done]
+                    start([(p.name, s) for p in groups[task_a[done]]
+                           for s in (searches[p.name].first() if p.name in searches else first_strengths(config, p))],
+                          done.result())
+                for name, strengths in tried.get(done, ()):  # a search's run: once all started are scored, maybe more
                     more = [m for strength in strengths
                             for m in searches[name].record(strength, score_or_nan(lambda s: score(name, s), strength))]
                     if more and on_more is not None:
                         on_more(len(more) * steps(bench.tasks[1].train, plan[name].epochs_b, config.batch_size))
-                    start(name, more, after[name])
+                    if more:
+                        start([(name, m) for m in more], after[name])
         jobs.wait_all([*joint.values(), *submitted])
     return {**_result(config, joint, runs, searches, task_a, workers), "stacked": stacked, "search_rounds": rounds}
 

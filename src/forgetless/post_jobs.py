@@ -121,11 +121,11 @@ class PostJobs:
         self.train(model, self.task_b.train, schedule.epochs_b, label, reg, salt=2)
         return self.outcome(model, schedule, reg, start)
 
-    def task_b_phases(self, name: str, schedule: Schedule, after_a: dict[str, Any],
-                      strengths: tuple[float, ...]) -> list[dict[str, Any]]:
-        """:meth:`task_b_phase` at each of ``strengths``, trained as one stacked model
+    def task_b_phases(self, pairs: list[tuple[str, float | None]], schedule: Schedule,
+                      after_a: dict[str, Any]) -> list[dict[str, Any]]:
+        """:meth:`task_b_phase` for each (row, strength) of ``pairs``, trained as one stacked model
         (:func:`forgetless.post_stacked.task_b_phases`)."""
-        return task_b_phases(self, name, schedule, after_a, strengths)
+        return task_b_phases(self, pairs, schedule, after_a)
 
     def outcome(self, model: nn.Module, schedule: Schedule, reg: Regularizer | None, start: float) -> dict[str, Any]:
         scores = {split: {t.name: accuracy(model, getattr(t, split)) for t in self.bench.tasks} for split in ("test", "valid")}

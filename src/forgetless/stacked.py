@@ -14,12 +14,14 @@ What makes the copies' runs separate runs, in :func:`train_stacked`:
 - dropout draws one mask per step per layer from the global RNG, with the call ``nn.Dropout`` makes
   on CPU (``bernoulli_(1 - p)`` on a tensor of the activation's shape), shared by the copies: the K
   separate runs started from the same global seed draw these masks;
-- copy k's penalty is its own regularizer's diagonal quadratic scale_k·Σ w_k·(θ_k − θ*_k)², its
-  gradient added directly (the opt-in fused form of :meth:`Regularizer.add_penalty_gradient_`).
+- copy k's penalty is its own regularizer's, a diagonal quadratic scale_k·Σ w_k·(θ_k − θ*_k)² or
+  Kronecker-factored scale_k·Σ tr(G ΔW̄_k A ΔW̄_kᵀ), its gradient added directly
+  (:mod:`forgetless.stacked_penalty`; the opt-in fused form of :meth:`Regularizer.add_penalty_gradient_`).
 
 It applies (:func:`stackable`) to ``nn.Sequential`` MLPs of Flatten, Linear, ReLU and Dropout
-layers, every parameter trainable, and to regularizers whose penalty is a diagonal quadratic and that
-do nothing between steps (EWC, online EWC and MAS with a diagonal Fisher, L2; not SI, not K-FAC).
+layers, every parameter trainable, and to regularizers that do nothing between steps and whose penalty
+is a diagonal quadratic (EWC, online EWC and MAS with a diagonal Fisher, L2) or Kronecker-factored
+(EWC and online EWC with ``structure="kfac"``; only with copies factored over the same layers); not SI.
 Everything else trains one model at a time. ``bench/bench_stacked.py`` measures when it pays.
 """
 from __future__ import annotations
@@ -33,6 +35,7 @@ from torch import Tensor, nn
 
 from .benchmarks.base import Split
 from .regularizers.base import OutputTransform, Regularizer
+from .stacked_penalty import penalty_problem, stacked_penalties
 from .training import TrainingError, endless_minibatches
 
 _LAYERS = (nn.Flatten, nn.Linear, nn.ReLU, nn.Dropout)
@@ -47,7 +50,7 @@ def stackable(model: nn.Module, regularizers: Sequence[Regularizer | None] = ())
         >>> stackable(mlp(4, (3,), 2, dropout=0.5), [EWC(1.0), EWC(10.0)]) is None
         True
         >>> stackable(mlp(4, (3,), 2), [SI(1.0)])
-        'SI acts between steps or has a penalty that is not a diagonal quadratic'
+        'SI acts between steps or has a penalty that is neither a diagonal quadratic nor Kronecker-factored'
     """
     if not isinstance(model, nn.Sequential) or not all(type(m) in _LAYERS for m in model):
         return "the model is not an nn.Sequential of Flatten, Linear, ReLU and Dropout layers"
@@ -59,9 +62,10 @@ def stackable(model: nn.Module, regularizers: Sequence[Regularizer | None] = ())
         if reg is None:
             continue
         hooks = [getattr(type(reg), h) is getattr(Regularizer, h) for h in ("begin_task", "before_step", "after_step")]
-        if not all(hooks) or (reg.tasks_seen > 0 and reg.quadratic() is None):
-            return f"{type(reg).__name__} acts between steps or has a penalty that is not a diagonal quadratic"
-    return None
+        if not all(hooks) or (reg.tasks_seen > 0 and reg.quadratic() is None and reg.kronecker() is None):
+            return (f"{type(reg).__name__} acts between steps or has a penalty that is neither a diagonal quadratic "
+                    "nor Kronecker-factored")
+    return penalty_problem(regularizers)
 
 
 class StackedMLP(nn.Module):
@@ -129,26 +133,6 @@ class StackedMLP(nn.Module):
                 params[name].copy_(stacked[k])
 
 
-def _penalty_terms(stack: StackedMLP, regularizers: Sequence[Regularizer | None]):
-    """``(anchors, weights, scales)``: per stacked parameter the copies' anchors and weights (K, ...),
-    and the copies' scales (K,), zero for a copy without regularizer or before its first consolidate;
-    None when every scale is zero."""
-    scales, anchors, weights = [], {n: [] for n in stack.names}, {n: [] for n in stack.names}
-    params = dict(zip(stack.names, stack.stacked_parameters()))
-    for k, reg in enumerate(regularizers):
-        quad = reg.quadratic() if reg is not None and reg.tasks_seen > 0 else None
-        scales.append(0.0 if quad is None else float(quad[0]))
-        for n in stack.names:
-            theta = params[n][k].detach()
-            known = quad is not None and n in quad[1]  # a parameter the state does not protect costs nothing
-            anchors[n].append(quad[1][n] if known else theta.clone())
-            weights[n].append(torch.zeros_like(theta) if not known else
-                              torch.ones_like(theta) if quad[2] is None else quad[2][n])
-    if not any(scales):
-        return None
-    return [torch.stack(anchors[n]) for n in stack.names], [torch.stack(weights[n]) for n in stack.names], torch.tensor(scales)
-
-
 def train_stacked(
     stack: StackedMLP,
     data: Split,
@@ -172,11 +156,8 @@ def train_stacked(
     if data.y.dim() != 1:
         raise ValueError("stacked training takes one class per sample, not sequences")
     stack.train()
-    terms = _penalty_terms(stack, regularizers)
-    if terms is not None:
-        anchors, weights, scale = terms
-        doubled = [(2 * scale).view((-1,) + (1,) * (p.dim() - 1)) for p in stack.stacked_parameters()]
     params = stack.stacked_parameters()
+    penalties = stacked_penalties(stack.names, params, regularizers)
     steps_per_epoch = math.ceil(len(data) / batch_size)
     failed: dict[int, TrainingError] = {}
     recent: list[Tensor] = []
@@ -188,12 +169,8 @@ def train_stacked(
             logits = output_transform(logits.flatten(0, 1)).unflatten(0, (stack.k, -1))
         losses = F.cross_entropy(logits.flatten(0, 1), y.repeat(stack.k), reduction="none").view(stack.k, -1).mean(1)
         total = losses.detach().clone()
-        if terms is not None:  # copy k's scale_k·Σ w·(θ−θ*)², and its gradient 2·scale_k·w·(θ−θ*) kept for after backward
-            with torch.no_grad():
-                diffs = torch._foreach_sub([p.detach() for p in params], anchors)
-                weighted = torch._foreach_mul(diffs, weights)
-                for d, wd in zip(diffs, weighted):  # a dot per copy: faster here than bmm, einsum or mul+sum
-                    total += scale * torch.stack([torch.dot(a, b) for a, b in zip(d.view(stack.k, -1), wd.view(stack.k, -1))])
+        for penalty in penalties:  # each copy's penalty; its gradient is kept for after backward
+            total += penalty.value(params)
         bad = ~torch.isfinite(total)
         if bad.any():
             for k in bad.nonzero().flatten().tolist():
@@ -203,8 +180,8 @@ def train_stacked(
                         f"(step {step + 1}); lower the learning rate or the regularization strength")
         optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()  # the copies are independent: each one's gradient is its own loss's
-        if terms is not None:
-            torch._foreach_addcmul_([p.grad for p in params], weighted, doubled)
+        for penalty in penalties:
+            penalty.add_gradient_(params)
         optimizer.step()
         recent.append(losses.detach())
         del recent[:-50]

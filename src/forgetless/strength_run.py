@@ -96,6 +96,8 @@ def stack_problem(config: RunConfig, bench: Benchmark, strengths: list[float], f
     if probe is not None and stackable(model, [probe]) is None:  # its state after a task decides (e.g. K-FAC)
         probe.consolidate(model, (task.train.x[:8], task.train.y[:8]),
                           output_transform=task_output_transform(task, bench.scenario))
+    if not forced and probe is not None and probe.kronecker() is not None:
+        return "a Kronecker-factored penalty: stacked is not measured to pay in this search"
     return stackable(model, [probe])
 
 

@@ -27,13 +27,16 @@ Which parameters are protected, the same in every method:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from ..quadratic import add_quadratic_gradient_, mismatch
 from .state_check import state_problem
+
+if TYPE_CHECKING:
+    from ..kronecker import KroneckerTerm
 
 Batches = Iterable[tuple[Tensor, Tensor]]
 OutputTransform = Callable[[Tensor], Tensor]
@@ -146,6 +149,12 @@ class Regularizer:
     def quadratic(self) -> tuple[float, dict[str, Tensor], dict[str, Tensor] | None] | None:
         """``(scale, anchor, weight)`` when the penalty is scale·Σ w·(θ−θ*)² plus a constant (a diagonal
         quadratic; ``weight`` None: every element 1); None for other penalties. Read after ``consolidate``."""
+        return None
+
+    def kronecker(self) -> tuple[float, list[KroneckerTerm], dict[str, Tensor], dict[str, Tensor]] | None:
+        """``(scale, terms, anchor, weight)`` when the penalty is scale·(Σ_terms Σ_layers tr(G ΔW̄ A ΔW̄ᵀ)
+        + Σ w·(θ−θ*)²) plus a constant, with Kronecker-factored terms (as the penalty uses them, damped);
+        None for other penalties (:meth:`quadratic` covers the diagonal ones). Read after ``consolidate``."""
         return None
 
     def add_penalty_gradient_(self, model: nn.Module) -> None:

@@ -119,6 +119,9 @@ class EWC(Regularizer):
     def quadratic(self) -> tuple[float, dict[str, Tensor], dict[str, Tensor]] | None:
         return None if self.kfac_in else (0.5 * self.strength, self.anchor, self.importance)  # c: no gradient
 
+    def kronecker(self) -> tuple[float, list[KroneckerTerm], dict[str, Tensor], dict[str, Tensor]] | None:
+        return (0.5 * self.strength, self.terms(), self.anchor, self.importance) if self.kfac_in else None
+
     def terms(self) -> list[KroneckerTerm]:
         """The Kronecker-factored terms, one per task, damped (empty for ``structure="diagonal"``)."""
         if self._terms is None:

@@ -160,6 +160,9 @@ class OnlineEWC(Regularizer):
     def quadratic(self) -> tuple[float, dict[str, Tensor], dict[str, Tensor]] | None:
         return None if self.kfac_in else (self._scale(), self.anchor, self.importance)
 
+    def kronecker(self) -> tuple[float, list[KroneckerTerm], dict[str, Tensor], dict[str, Tensor]] | None:
+        return (self._scale(), self.terms(), self.anchor, self.importance) if self.kfac_in else None
+
     def terms(self) -> list[KroneckerTerm]:
         """The Kronecker-factored terms, all at the latest anchor, damped (empty for ``structure="diagonal"``)."""
         if self._terms is None:
