@@ -12,7 +12,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")  # only users without the extra skip; CI installs it
 
-from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
+from tiny_transformers import quiet_transformers, tiny_gpt2  # noqa: E402,F401  (quiet_transformers: autouse)
 from transformers.pytorch_utils import Conv1D  # noqa: E402
 
 from forgetless import fisher_diagonal, fisher_kfac, per_sample  # noqa: E402
@@ -29,19 +29,8 @@ class SlowConv1D(Conv1D):
         return super().forward(x)
 
 
-@pytest.fixture(autouse=True)
-def _quiet_transformers():
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    yield
-    transformers.logging.set_verbosity(verbosity)
-
-
 def gpt2(seed=0):
-    torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=VOCAB, n_positions=16, n_embd=16, n_layer=2, n_head=2, bos_token_id=0,
-                        eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    model = GPT2LMHeadModel(config).eval()
+    model = tiny_gpt2(VOCAB, seed).eval()
     with torch.no_grad():  # random biases and LayerNorm weights: a zero bias would hide a wrong bias rule
         for name, p in model.named_parameters():
             if not name.endswith("wte.weight"):

@@ -9,7 +9,8 @@ import torch
 
 transformers = pytest.importorskip("transformers")  # only users without the extra skip; CI installs it
 
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, TrainingArguments  # noqa: E402
+from tiny_transformers import quiet_transformers, tiny_gpt2  # noqa: E402,F401  (quiet_transformers: autouse)
+from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments  # noqa: E402
 from transformers import default_data_collator  # noqa: E402
 
 import forgetless  # noqa: E402
@@ -21,19 +22,8 @@ from forgetless.training import task_loss  # noqa: E402
 VOCAB, LENGTH = 32, 10
 
 
-@pytest.fixture(autouse=True)
-def _quiet_transformers():
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    yield
-    transformers.logging.set_verbosity(verbosity)
-
-
 def gpt2(seed=0):
-    torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=VOCAB, n_positions=16, n_embd=16, n_layer=2, n_head=2, bos_token_id=0,
-                        eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    return GPT2LMHeadModel(config)
+    return tiny_gpt2(VOCAB, seed)
 
 
 def llama(seed=0):
