@@ -1,4 +1,5 @@
 """The config files shipped under configs/ must stay valid as the code changes."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +105,13 @@ def test_our_protocol_configs_choose_strengths_on_validation(path):
 def test_sweep_configs_expand_to_valid_runs(path):
     runs = expand(read_sweep(path))
     assert runs and all(isinstance(run.config, RunConfig) for run in runs)
+
+
+def test_more_seeds_of_a_cell_run_exactly_that_cells_settings():
+    more = expand(read_sweep(VANDEVEN / "more-seeds" / "permuted-mnist-domain-naive.toml"))
+    theirs = [p for p in expand(read_sweep(VANDEVEN / "theirs" / "permuted-mnist-domain.toml")) if p.config.method == "naive"]
+    assert sorted(p.config.seeds[0] for p in more) == [4, 5, 6]
+
+    def settings(point):
+        return {k: v for k, v in point.config.resolved().items() if k != "seeds"}
+    assert {json.dumps(settings(p), sort_keys=True) for p in more} == {json.dumps(settings(p), sort_keys=True) for p in theirs}

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .published import SOURCES, VAN_DE_VEN_2019, published_cells
 from .report import versus
+from .run_config import all_options, applicable
 from .stats import sem_or_none
 from .sweep.summary import group_rows
 
@@ -96,7 +97,7 @@ def cells(protocols: Mapping[str, Iterable[Entry]], paper: str = "vandeven2019")
     """
     measured: dict[tuple[str, str, str], dict[str, Any]] = {}
     for protocol, entries in protocols.items():
-        for row in group_rows(list(entries)):
+        for row in group_rows([(comparable(config), R, name) for config, R, name in entries]):
             key = (row["benchmark"], row["scenario"], row["method"])
             cell = measured.setdefault(key, {})
             if protocol in cell:
@@ -114,6 +115,28 @@ def cells(protocols: Mapping[str, Iterable[Entry]], paper: str = "vandeven2019")
     tables = [key for key, row in VAN_DE_VEN_2019.items() if any(ref.source == paper for ref in row.values())]
     methods = {m: i for i, m in enumerate(("naive", "ewc", "online-ewc", "si"))}
     return sorted(out, key=lambda c: (tables.index((c["benchmark"], c["scenario"])), methods.get(c["method"], len(methods))))
+
+
+def comparable(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's config with only what makes it that run: the settings its method and benchmark take,
+    and of those none that is unset (None) or at its default. Configs written by different versions
+    (one listing every setting, a later one only those the method takes) then compare equal.
+
+    Example:
+        >>> old = {"benchmark": "permuted-mnist", "scenario": "domain", "method": "naive", "strength": None,
+        ...        "seeds": [1], "estimator": "predicted", "task_order": "fixed", "dropout": None, "lr": 1e-4}
+        >>> comparable(old) == comparable(old | {"dropout": 0.0} | {"estimator": None})
+        True
+        >>> sorted(comparable(old))
+        ['benchmark', 'lr', 'method', 'scenario', 'seeds', 'strength']
+    """
+    kept = ("benchmark", "scenario", "method", "strength", "seeds")
+    out = {}
+    for key, value in applicable(config, config["method"], config["benchmark"]).items():
+        defaults = [option.default for _, option in all_options().get(key, [])]
+        if key in kept or not (value is None or (defaults and all(value == d for d in defaults))):
+            out[key] = value
+    return {**{k: config.get(k) for k in kept}, **out}
 
 
 def _measured(row: Mapping[str, Any] | None) -> tuple[str, str]:
