@@ -109,6 +109,17 @@ def test_no_grad_and_torch_func_give_the_same_value_and_gradient():
         torch.testing.assert_close(grads[name], g)
 
 
+def test_vmap_over_the_bias_alone_gives_each_value():
+    """An unbatched weight beside batched biases: under a transform ΔW̄ is built by differentiable operations."""
+    gen = torch.Generator().manual_seed(6)
+    params, anchor, f = layer(gen, (3, 2))
+    term = KroneckerTerm(anchor, {"net.weight": f})
+    w, biases = params["net.weight"].detach(), torch.randn(4, 3, generator=gen)
+    got = torch.func.vmap(lambda b: kronecker_penalty({"net.weight": w, "net.bias": b}, [term]))(biases)
+    want = torch.stack([explicit({"net.weight": w, "net.bias": b}, anchor, *f) for b in biases])
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+
+
 def test_no_terms_is_zero():
     assert float(kronecker_penalty({"w": torch.ones(2, 2)}, [])) == 0.0
 

