@@ -33,7 +33,8 @@ PROTOCOLS = {  # folder name -> the table's name for it, and the command behind 
                              "--scenario {scenario} --methods naive,ewc,online-ewc,si --out {folder}"),
     # not in the paper: the Kronecker-factored EWC (issue 10), our protocol, set beside our diagonal rows
     "kfac": ("our protocol, Kronecker-factored", "forgetless --threads 1 compare --config configs/vandeven2019/ours/{bench}.toml "
-                                                 "--scenario {scenario} --methods ewc-kfac,online-ewc-kfac --seeds 0-2 --out {folder}"),
+                                                 "--scenario {scenario} --methods M --seeds 0-2 --strength-grid G "
+                                                 "--out {folder}/M (M, G: README.md, \"K-FAC rows\")"),
 }
 DIAGONAL = {"ewc-kfac": "ewc", "online-ewc-kfac": "online-ewc"}  # a K-FAC row -> the diagonal row it is set beside
 
