@@ -39,7 +39,7 @@ __all__ = ["BENCHMARK", "PROCEDURES", "PostConfig", "PostJobs", "Procedure", "RO
 PROTOCOLS = ("fair", "post")
 # Each round of task-B jobs trained as few stacked models as the penalties allow (forgetless.post_stacked)
 # unless --no-stacked. `make demo` (2 workers, 2 busy cores, load 4.6-6.7), 4 interleaved pairs against
-# stacking EWC's λ only: wall 0.82x, 0.85x, 0.82x, 0.81x, CPU 0.81-0.84x, the same table (notes/issue-14-demo).
+# stacking EWC's λ only: wall 0.82x, 0.85x, 0.82x, 0.81x, CPU 0.81-0.84x, the same table; quiet: 13.9-14.3 s.
 STACKED = True
 SEARCHES = ("local", "grid")
 # EWC's λ is searched on validation data by default, over quarter decades 10^2.5 … 10^3.75 (316 … 5623):

@@ -150,7 +150,7 @@ def bundles(jobs, schedules: dict[str, Any], after_a: dict[str, Any], pairs: Seq
     # Stacking saves CPU time but serialises: fewer jobs than workers would leave workers idle (with 4,
     # by the job times measured on 2 cores, the K-FAC stack alone would outlast all 8 jobs side by side;
     # not measured on 4). 2 workers, the 2-core machine's default, cut nothing after task A (2 bundles,
-    # measured: notes/issue-14-demo); more workers get more, smaller stacks.
+    # measured); more workers get more, smaller stacks.
     while sum(1 if b.why is None else len(b.pairs) for b in out) < workers:
         big = max((b for b in out if b.why is None and len(b.pairs) > 1), key=lambda b: b.cost(schedules), default=None)
         if big is None:
