@@ -56,7 +56,7 @@ ALL=(
   "split-mnist task mas 0.01,0.1,1,10,100,1000,10000"
   "split-mnist task l2 0.001,0.01,0.1,1,10,100,1000"
   # domain-incremental (earlier: 1e6, 1e7, 1e4)
-  "split-mnist domain ewc 1e4,1e5,1e6,1e7,1e8"
+  "split-mnist domain ewc 1e4,1e5,1e6,1e7,1e8,1e9,1e10"   # 1e8 won the grid up to 1e8 (its edge)
   "split-mnist domain online-ewc 1e5,1e6,1e7,1e8,1e9"
   "split-mnist domain si 100,1000,1e4,1e5,1e6"
   "split-mnist domain mas 0.01,0.1,1,10,100,1000,10000"

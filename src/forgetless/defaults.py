@@ -76,6 +76,8 @@ DEFAULTS: dict[tuple[str, str, str], Chosen] = {
     ("split-mnist", "task", "ewc"): _searched("split-mnist", "task", "ewc", 1e6),
     ("split-mnist", "task", "online-ewc"): _searched("split-mnist", "task", "online-ewc", 1e6),
     ("split-mnist", "task", "si"): _searched("split-mnist", "task", "si", 10.0),
+    ("split-mnist", "domain", "online-ewc"): _searched("split-mnist", "domain", "online-ewc", 1e8),
+    ("split-mnist", "domain", "si"): _searched("split-mnist", "domain", "si", 1e4),
     # the seed split through `forgetless run` (its defaults: 2×400 MLP, 2000 steps per task), not `forgetless seed`
     ("seed-split", "domain", "ewc"): _searched("seed-split", "domain", "ewc", 1000.0),
     ("seed-split", "domain", "online-ewc"): _searched("seed-split", "domain", "online-ewc", 1000.0),
