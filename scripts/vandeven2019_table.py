@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from forgetless.files import write_atomic, write_json
-from forgetless.paper import beyond, cells, compact, compact_json, read_runs, summary_of, table_markdown
+from forgetless.paper import beyond, cells, compact, compact_json, measured_text, read_runs, summary_of, table_markdown
 from forgetless.sweep.summary import group_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,25 +96,19 @@ def beside_diagonal(kfac: list, ours: list) -> list[str]:
              "|---|---|---|---|---|---|---|"]
     for row in group_rows(kfac):
         base = diagonal.get((row["benchmark"], row["scenario"], DIAGONAL[row["method"]]))
-        cells = [row["benchmark"], row["scenario"], row["method"], _percent(row)]
+        cells = [row["benchmark"], row["scenario"], row["method"], measured_text(row)]
         if base is None:
             cells += ["–", "–", "–"]
         else:
             a, b = row["average_accuracy"], base["average_accuracy"]
             se = (a["sem"] ** 2 + b["sem"] ** 2) ** 0.5 if a["n"] > 1 and b["n"] > 1 else None
             diff = 100 * (a["mean"] - b["mean"])
-            cells += [f"{DIAGONAL[row['method']]}: {_percent(base)}",
+            cells += [f"{DIAGONAL[row['method']]}: {measured_text(base)}",
                       f"{diff:+.2f}" + (f" ({diff / (100 * se):+.2f} SE)" if se else ""),
                       "yes" if sorted(row["seeds"]) == sorted(base["seeds"]) else "no"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines if len(lines) > 4 else []
 
-
-def _percent(row: dict) -> str:
-    stat = row["average_accuracy"]
-    sem = f" ± {100 * stat['sem']:.2f}" if stat["n"] > 1 else ""
-    strength = "" if row["strength"] is None else f", strength {row['strength']:g}"
-    return f"{100 * stat['mean']:.2f}{sem} (n={stat['n']}{strength})"
 
 
 def main(argv: list[str] | None = None) -> int:

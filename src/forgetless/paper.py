@@ -131,22 +131,33 @@ def comparable(config: Mapping[str, Any]) -> dict[str, Any]:
         ['benchmark', 'lr', 'method', 'scenario', 'seeds', 'strength']
     """
     kept = ("benchmark", "scenario", "method", "strength", "seeds")
-    out = {}
+    options, out = all_options(), {}
     for key, value in applicable(config, config["method"], config["benchmark"]).items():
-        defaults = [option.default for _, option in all_options().get(key, [])]
+        defaults = [option.default for _, option in options.get(key, [])]
         if key in kept or not (value is None or (defaults and all(value == d for d in defaults))):
             out[key] = value
     return {**{k: config.get(k) for k in kept}, **out}
 
 
-def _measured(row: Mapping[str, Any] | None) -> tuple[str, str]:
-    if row is None:
-        return "–", "–"
+def measured_text(row: Mapping[str, Any]) -> str:
+    """A row of :func:`group_rows` as one table cell: its average accuracy in percent, mean ± SEM (no SEM
+    with one seed), the number of seeds and the strength.
+
+    Example:
+        >>> measured_text({"strength": 1e7, "average_accuracy": {"mean": 0.8, "std": 0.1, "sem": 0.05, "n": 4}})
+        '80.00 ± 5.00 (n=4, strength 1e+07)'
+    """
     stat = row["average_accuracy"]
     strength = "" if row["strength"] is None else f", strength {row['strength']:g}"
     sem = sem_or_none(stat)
     mean = f"{100 * stat['mean']:.2f}" + ("" if sem is None else f" ± {100 * sem:.2f}")
-    return f"{mean} (n={stat['n']}{strength})", versus(row["published"])[1]
+    return f"{mean} (n={stat['n']}{strength})"
+
+
+def _measured(row: Mapping[str, Any] | None) -> tuple[str, str]:
+    if row is None:
+        return "–", "–"
+    return measured_text(row), versus(row["published"])[1]
 
 
 def table_markdown(rows: Sequence[Mapping[str, Any]], protocols: Sequence[str], paper: str = "vandeven2019") -> str:
