@@ -144,9 +144,7 @@ def _kronecker_forward(thetas, plan) -> tuple[Tensor, dict[tuple[int, int | None
         if layer.bias is None:
             d = w - layer.anchor_weight
         elif in_place:
-            d = w.new_empty(w.shape[0], w.shape[1] + 1)
-            torch.sub(w, layer.anchor_weight, out=d[:, :-1])
-            torch.sub(thetas[layer.bias], layer.anchor_bias, out=d[:, -1])
+            d = weight_and_bias_delta(w, layer.anchor_weight, thetas[layer.bias], layer.anchor_bias)
         else:
             d = torch.cat([w - layer.anchor_weight, (thetas[layer.bias] - layer.anchor_bias).unsqueeze(1)], 1)
         m = layer.g @ (d @ layer.a)
@@ -155,6 +153,21 @@ def _kronecker_forward(thetas, plan) -> tuple[Tensor, dict[tuple[int, int | None
         key = (layer.weight, layer.bias)
         kept[key] = kept[key] + m if key in kept else m
     return total, kept
+
+
+def weight_and_bias_delta(w: Tensor, anchor_w: Tensor, b: Tensor, anchor_b: Tensor) -> Tensor:
+    """ΔW̄ = [W − W*, b − b*], shape (..., out, cols + 1), written by the two subtractions into one buffer
+    (no autograd: the caller runs without a graph). Leading dims (e.g. stacked copies) are kept.
+
+    Example:
+        >>> weight_and_bias_delta(torch.ones(2, 3), torch.zeros(2, 3), torch.full((2,), 5.0), torch.ones(2))
+        tensor([[1., 1., 1., 4.],
+                [1., 1., 1., 4.]])
+    """
+    d = w.new_empty(*w.shape[:-1], w.shape[-1] + 1)
+    torch.sub(w, anchor_w, out=d[..., :-1])
+    torch.sub(b, anchor_b, out=d[..., -1])
+    return d
 
 
 class _KroneckerQuadratic(torch.autograd.Function):

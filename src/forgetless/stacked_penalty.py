@@ -7,8 +7,8 @@ Each is the one-model penalty computed for K copies at once, with the gradient i
 - :class:`DiagonalPenalty`: scale_k·Σ w_k·(θ_k − θ*_k)², from :meth:`Regularizer.quadratic` (EWC, online EWC
   and MAS with a diagonal Fisher, L2) and from the diagonal part of :meth:`Regularizer.kronecker`;
 - :class:`KroneckerPenalty`: scale_k·Σ_terms Σ_layers tr(G ΔW̄_k A ΔW̄_kᵀ), from :meth:`Regularizer.kronecker`
-  (EWC and online EWC with ``structure="kfac"``): per layer M_k = G ΔW̄_k A (the blocks of
-  :func:`forgetless.kronecker.kronecker_penalty`), value ⟨ΔW̄_k, M_k⟩, gradient 2·scale_k·M_k. Where every
+  (EWC and online EWC with ``structure="kfac"``): per layer M_k = G ΔW̄_k A, computed as
+  :func:`forgetless.kronecker.kronecker_penalty` does, value ⟨ΔW̄_k, M_k⟩, gradient 2·scale_k·M_k. Where every
   copy has the same factors (a λ search: one consolidation for every λ) A and G are kept once, so the
   product with A is ONE matrix product over the K copies' rows; else they are stacked (K, n, n).
 """
@@ -19,7 +19,7 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor
 
-from .kronecker import bias_name
+from .kronecker import bias_name, weight_and_bias_delta
 from .regularizers.base import Regularizer
 
 
@@ -136,35 +136,31 @@ class KroneckerPenalty:
                     _shared_or_stacked([x.factors[weight][0] for x in terms]).to(**like),
                     _shared_or_stacked([x.factors[weight][1] for x in terms]).to(**like)))
         self.doubled = [(2 * self.scale).view((-1,) + (1,) * (p.dim() - 1)) for p in params]
-        self.kept: dict[int, Tensor] = {}
+        self.kept: list[tuple[_Layer, Tensor]] = []
 
     @torch.no_grad()
     def value(self, params: list[Tensor]) -> Tensor:
-        """Each copy's penalty (K,); keeps M = Σ G ΔW̄ A per parameter for :meth:`add_gradient_`.
+        """Each copy's penalty (K,); keeps M = G ΔW̄ A per layer and term for :meth:`add_gradient_`.
 
-        The blocks of :func:`forgetless.kronecker._kronecker_forward`, with a leading copy axis: with A =
-        [[A_ww, a], [aᵀ, α]], M_W = G (ΔW A_ww + Δb aᵀ) and M_b = G (ΔW a + α Δb)."""
+        As :func:`forgetless.kronecker.kronecker_penalty` computes it, with a leading copy axis: ΔW̄ =
+        [ΔW, Δb] in one buffer, one product with A and one with G."""
         total = torch.zeros(len(self.scale))
-        self.kept = {}
+        self.kept = []
         for layer in self.layers:
-            a, g = layer.a, layer.g
-            d = params[layer.weight].detach().reshape(layer.anchor_weight.shape) - layer.anchor_weight
-            if layer.bias is None:
-                m = {layer.weight: g @ (d @ a)}
-            else:
-                cols = d.shape[-1]
-                db = params[layer.bias].detach() - layer.anchor_bias
-                inner = (d @ a[..., :cols, :cols]).add_(db.unsqueeze(2) * a[..., cols, :cols].unsqueeze(-2))
-                side = (d @ a[..., :cols, cols].unsqueeze(-1)).squeeze(-1) + db * a[..., cols, cols].unsqueeze(-1)
-                m = {layer.weight: g @ inner, layer.bias: (g @ side.unsqueeze(-1)).squeeze(-1)}
-                total += (db * m[layer.bias]).sum(1)
-            total += (d * m[layer.weight]).sum((1, 2))
-            for i, x in m.items():
-                x = x.view(params[i].shape)
-                self.kept[i] = x if i not in self.kept else self.kept[i] + x
+            w = params[layer.weight].detach().reshape(layer.anchor_weight.shape)
+            d = w - layer.anchor_weight if layer.bias is None else \
+                weight_and_bias_delta(w, layer.anchor_weight, params[layer.bias].detach(), layer.anchor_bias)
+            m = layer.g @ (d @ layer.a)
+            total += (d * m).sum((1, 2))
+            self.kept.append((layer, m))
         return self.scale * total
 
     @torch.no_grad()
     def add_gradient_(self, params: list[Tensor]) -> None:
-        for i, m in self.kept.items():
-            params[i].grad.addcmul_(m, self.doubled[i])
+        for layer, m in self.kept:
+            w = params[layer.weight].grad
+            if layer.bias is None:
+                w.addcmul_(m.view(w.shape), self.doubled[layer.weight])
+            else:
+                w.view(m[..., :-1].shape).addcmul_(m[..., :-1], self.doubled[layer.weight])
+                params[layer.bias].grad.addcmul_(m[..., -1], self.doubled[layer.bias])
