@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from ..kronecker import KroneckerTerm, kronecker_penalty
 from ..quadratic import merge_quadratic, quadratic_penalty
 from .base import Batches, OutputTransform, Regularizer, Variant, model_parameters, snapshot
-from .kronecker_state import (KFAC_DAMPING, check_factors_allowed, KFAC_STRENGTH, KFAC_STRENGTH_GRID, anchors_by_name, layer_memory,
-                              layer_params, model_problem, protected_state_problem, read_terms)
+from .kronecker_state import (KFAC_DAMPING, KFAC_STRENGTH, KFAC_STRENGTH_GRID, anchors_by_name, check_factors_allowed,
+                              layer_memory, layer_params, model_problem, protected_state_problem, read_terms)
 from .options import check_seed, check_strength
 from .task_fisher import FISHER_CHOICES, check_fisher_options, check_structure_options, task_fisher
 
