@@ -5,7 +5,7 @@ import pytest
 
 from forgetless import EWC, runs
 from forgetless.cli import main
-from forgetless.defaults import default_strength
+from forgetless.defaults import lookup
 
 from synthetic import other_data_allowed, write_mnist_dir  # noqa: F401  (other data, said so)
 
@@ -45,9 +45,9 @@ def test_run_writes_every_file_and_a_consistent_result(data_dir, tmp_path, capsy
     assert np.allclose(result["std_accuracy_matrix"], matrices.std(axis=0, ddof=1))
     assert result["metrics"]["average_accuracy"]["std"] == pytest.approx(np.std(last, ddof=1))
     assert result["metrics"]["average_accuracy"]["n"] == 2
-    # no --strength: the default chosen for split-mnist/class (forgetless.defaults), said in the result
-    assert result["config"]["method"] == "ewc" and result["config"]["strength"] == default_strength("split-mnist", "class", "ewc")
-    assert result["strength_source"].split(" from ")[0] in ("default for split-mnist/class", "global default of ewc (1000): no validation search committed for split-mnist/class (forgetless.defaults); give --strength, or --strength auto to search")
+    # no --strength: the default committed for split-mnist/class (forgetless.defaults), said in the result
+    assert result["config"]["method"] == "ewc" and result["config"]["strength"] == lookup("split-mnist", "class", "ewc").strength
+    assert result["strength_source"].split(" from ")[0] == "default for split-mnist/class"
     assert "average_accuracy" in capsys.readouterr().out
     assert "mean,average_accuracy," in (out / "metrics.csv").read_text()
 

@@ -1,16 +1,21 @@
 """Default strengths per benchmark and scenario: every row of forgetless.defaults is checked against the
-committed validation search it cites (oracle: the scores in those files), and a run without --strength
-uses it and says where it comes from."""
+committed validation search it cites (oracle: the scores in those files); a run without --strength
+uses it and says where it comes from, and where none is committed searches on validation data, saying
+so before it trains; --strength X and --strength default skip that search."""
 import json
+import logging
 from pathlib import Path
 
 import pytest
 
+from forgetless import MAS, experiment
 from forgetless.benchmarks.registry import BENCHMARKS
 from forgetless.cli import main
-from forgetless.defaults import DEFAULTS, default_strength, global_default, lookup
+from forgetless.defaults import AUTO, DEFAULT, DEFAULTS, global_default, lookup, resolve_strength
 from forgetless.methods import METHODS
 from forgetless.run_config import RunConfig, run_config
+from forgetless.sweep import parse_sweep
+from forgetless.sweep.spec import expand
 
 from synthetic import other_data_allowed, write_mnist_dir  # noqa: F401  (other data, said so)
 
@@ -61,13 +66,35 @@ def test_every_default_was_searched_with_the_settings_it_states(key):
         assert not differ, f"{name} was searched with {differ} (file, stated)"
 
 
-def test_without_a_search_the_methods_global_default():
-    assert lookup("split-fashion", "task", "ewc") is None
-    assert default_strength("split-fashion", "task", "ewc") == global_default("ewc") == METHODS["ewc"].default_strength
-    assert default_strength("split-mnist", "task", "naive") is None
-    for (benchmark, scenario, method), chosen in DEFAULTS.items():
-        assert RunConfig(benchmark=benchmark, scenario=scenario, method=method).resolved_strength == chosen.strength
-        assert RunConfig(benchmark=benchmark, scenario=scenario, method=method, strength=3.0).resolved_strength == 3.0
+COMBINATIONS = [(b, s, m) for b, entry in BENCHMARKS.items() for s in entry.scenarios for m in METHODS]
+
+
+def test_without_a_committed_default_a_search_and_with_default_the_methods_global_one():
+    """The one rule, over every benchmark, scenario and method, through RunConfig (the Python API)."""
+    assert lookup("split-fashion", "task", "ewc") is None and global_default("ewc") == METHODS["ewc"].default_strength
+    searched = 0
+    for benchmark, scenario, method in COMBINATIONS:
+        chosen = lookup(benchmark, scenario, method)
+        config = RunConfig(benchmark=benchmark, scenario=scenario, method=method)
+        if not METHODS[method].has_strength:  # naive, joint: nothing to choose, nothing searched
+            assert config.resolved_strength is None and not config.auto
+            continue
+        asked = RunConfig(benchmark=benchmark, scenario=scenario, method=method, strength=DEFAULT)
+        given = RunConfig(benchmark=benchmark, scenario=scenario, method=method, strength=3.0)
+        assert given.resolved_strength == 3.0 and not given.auto and not asked.auto
+        if chosen is not None:
+            assert config.resolved_strength == asked.resolved_strength == chosen.strength and not config.auto
+        else:
+            searched += 1
+            assert config.resolved_strength == AUTO and config.auto and config.resolved()["strength"] == AUTO
+            assert asked.resolved_strength == global_default(method)
+    assert searched == sum(METHODS[m].has_strength for _, _, m in COMBINATIONS) - len(DEFAULTS) > 0
+
+
+def test_a_grid_without_a_strength_asks_for_a_search_even_where_a_default_is_committed():
+    assert lookup("permuted-mnist", "domain", "ewc") is not None
+    assert RunConfig(benchmark="permuted-mnist", scenario="domain", method="ewc", strength_grid=(10.0, 100.0)).auto
+    assert resolve_strength(DEFAULT, "permuted-mnist", "domain", "ewc", grid_given=True) == lookup("permuted-mnist", "domain", "ewc").strength
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +109,10 @@ def _run(data_dir, out, *flags):
     return json.loads((out / "result.json").read_text()), (out / "report.md").read_text()
 
 
-def test_a_run_without_strength_trains_with_the_default_and_its_report_says_where_from(data_dir, tmp_path, capsys):
+def test_a_run_without_strength_trains_once_with_the_default_and_its_report_says_where_from(data_dir, tmp_path, capsys, counted):
     result, report = _run(data_dir, tmp_path / "ewc", "--method", "ewc")
     chosen = lookup("permuted-mnist", "domain", "ewc")
+    assert counted["search"] == 0 and counted["seed"] == 1 and result["strength_search"] is None
     assert result["config"]["strength"] == chosen.strength
     assert result["strength_source"].startswith(f"default for permuted-mnist/domain from {chosen.files[0]}")
     assert result["strength_source"] in report and "searched with other settings than this run's" in report
@@ -92,12 +120,93 @@ def test_a_run_without_strength_trains_with_the_default_and_its_report_says_wher
     assert f"strength: {chosen.strength:g} (default for permuted-mnist/domain" in capsys.readouterr().out
 
 
-def test_a_run_says_when_the_strength_is_given_or_a_global_default(data_dir, tmp_path):
+@pytest.fixture
+def counted(monkeypatch, caplog):
+    """How often a run searched (experiment.choose_strength) and trained one seed outside a search (run_seed),
+    and what experiment had logged (WARNING and above) when each search began."""
+    calls = {"search": 0, "seed": 0, "said_before_search": []}
+    search, seed = experiment.choose_strength, experiment.run_seed
+
+    def choose(*a, **k):
+        calls["search"] += 1
+        calls["said_before_search"].append([r.getMessage() for r in caplog.records if r.name == "forgetless.experiment"])
+        return search(*a, **k)
+
+    def one(*a, **k):
+        calls["seed"] += 1
+        return seed(*a, **k)
+
+    monkeypatch.setattr(experiment, "choose_strength", choose)
+    monkeypatch.setattr(experiment, "run_seed", one)
+    caplog.set_level(logging.WARNING, logger="forgetless.experiment")
+    return calls
+
+
+def test_without_a_committed_default_a_run_searches_and_says_so_before_training(data_dir, tmp_path, monkeypatch, counted):
+    monkeypatch.setattr(MAS, "strength_grid", (0.1, 10.0))  # two strengths keep it fast; the rule is the same
+    assert lookup("permuted-mnist", "domain", "mas") is None
     result, report = _run(data_dir, tmp_path / "mas", "--method", "mas")
-    assert result["config"]["strength"] == global_default("mas")
-    assert "global default of mas (1): no validation search committed for permuted-mnist/domain" in report
-    result, report = _run(data_dir, tmp_path / "given", "--method", "ewc", "--strength", "5")
-    assert result["config"]["strength"] == 5.0 and result["strength_source"] == "given" and "strength 5.0 (given)" in report
+    assert counted["said_before_search"] == [["no default committed for mas on permuted-mnist/domain in forgetless.defaults: a validation search on "
+                    "seed 0 chooses the strength among 0.1, 10 (2 runs, 1 more than a given strength); skip it with "
+                    "--strength X, or --strength default (mas's global default, 1)"]]
+    assert counted["search"] == 1 and counted["seed"] == 0  # one seed: the search's run at the chosen strength is kept
+    search = result["strength_search"]
+    assert search["grid"] == [0.1, 10.0] and len(search["validation_scores"]) == 2
+    assert result["config"]["strength"] == search["best"] and result["requested_config"]["strength"] == AUTO
+    source = "validation search (first seed; no default committed for mas on permuted-mnist/domain in forgetless.defaults)"
+    assert result["strength_source"] == source and source in report and "Strength search (first seed)" in report
+
+
+@pytest.mark.parametrize("flags, strength, source", [
+    (["--method", "mas", "--strength", "5"], 5.0, "given"),
+    (["--method", "mas", "--strength", "default"], global_default("mas"),
+     "global default of mas (1): strength 'default' asks for no search, and none is committed for permuted-mnist/domain"),
+    (["--method", "ewc", "--strength", "default"], lookup("permuted-mnist", "domain", "ewc").strength,
+     "default for permuted-mnist/domain from " + lookup("permuted-mnist", "domain", "ewc").files[0]),
+])
+def test_a_given_strength_or_default_skips_the_search(flags, strength, source, data_dir, tmp_path, counted, caplog):
+    result, report = _run(data_dir, tmp_path / "run", *flags)
+    assert counted["search"] == 0 and counted["seed"] == 1 and result["strength_search"] is None
+    assert not [r for r in caplog.records if r.name == "forgetless.experiment"]
+    assert result["config"]["strength"] == result["requested_config"]["strength"] == strength
+    assert result["strength_source"].startswith(source) and f"strength {strength} ({source}" in report
+
+
+def test_compare_searches_only_the_methods_without_a_committed_default(data_dir, tmp_path, monkeypatch, counted):
+    monkeypatch.setattr(MAS, "strength_grid", (0.1, 10.0))
+    out = tmp_path / "cmp"
+    argv = ["compare", "--benchmark", "permuted-mnist", "--scenario", "domain", "--n-tasks", "2", "--methods", "naive,ewc,mas",
+            "--data-dir", str(data_dir), "--out", str(out), *FAST]
+    assert main(argv) == 0
+    results = {m: json.loads((out / m / "result.json").read_text()) for m in ("naive", "ewc", "mas")}
+    assert counted["search"] == 1 and counted["seed"] == 2  # mas searched; naive and ewc trained once each
+    assert results["mas"]["strength_search"]["grid"] == [0.1, 10.0]
+    assert results["ewc"]["strength_search"] is None and results["naive"]["strength_search"] is None
+    assert results["ewc"]["config"]["strength"] == lookup("permuted-mnist", "domain", "ewc").strength
+    assert "mas: validation search (first seed; no default committed for mas" in (out / "compare.md").read_text()
+    # --strength default: no search for any method, each its own value
+    assert main([*argv, "--out", str(tmp_path / "plain"), "--strength", "default"]) == 0
+    assert counted["search"] == 1
+    plain = json.loads((tmp_path / "plain" / "mas" / "result.json").read_text())
+    assert plain["config"]["strength"] == global_default("mas") and plain["strength_search"] is None
+
+
+def test_without_validation_data_a_missing_default_is_an_error_before_anything_runs(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--benchmark", "split-mnist", "--scenario", "domain", "--method", "mas", "--valid-fraction", "0",
+                 "--data-dir", str(data_dir), "--out", str(out), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "no default strength is committed for mas on split-mnist/domain" in err and "--strength default" in err
+    assert not out.exists()
+
+
+def test_a_sweep_never_searches_where_it_gives_no_strength():
+    spec = parse_sweep({"base": {"benchmark": "permuted-mnist", "scenario": "domain"}, "grid": {"method": ["naive", "ewc", "mas"]}})
+    configs = {p.config.method: p.config for p in expand(spec)}
+    assert not any(c.auto for c in configs.values())
+    assert configs["mas"].resolved_strength == global_default("mas")
+    assert configs["ewc"].resolved_strength == lookup("permuted-mnist", "domain", "ewc").strength
+    assert configs["naive"].resolved_strength is None
 
 
 VERIFIED = sorted((ROOT / "results" / "default-strengths").glob("verify-*.json"))

@@ -37,16 +37,21 @@ def number(text: str) -> float:
     return value
 
 
-def strength(text: str) -> float | str:
-    if text == "auto":
+def strength(text: str, words: tuple[str, ...] = ("auto",)) -> float | str:
+    if text in words:
         return text
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0 or 'auto', got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or {' or '.join(map(repr, words))}, got {text!r}") from None
     if not 0 <= value < math.inf:
         raise argparse.ArgumentTypeError(f"strength must be a finite number >= 0, got {text}")
     return value
+
+
+def run_strength(text: str) -> float | str:
+    """A run's strength: a number, 'auto' or 'default' (:func:`forgetless.defaults.resolve_strength`)."""
+    return strength(text, ("auto", "default"))
 
 
 def seeds(text: str) -> tuple[int, ...]:
@@ -113,7 +118,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--benchmark", help=f"one of: {', '.join(BENCHMARKS)}")
     p.add_argument("--scenario", help=f"one of: {', '.join(SCENARIOS)}")
     p.add_argument("--seeds", type=seeds, help="e.g. 0-4 (mean ± std over seeds)")
-    p.add_argument("--strength", type=strength, help="λ (c for SI), or 'auto': search on validation data")
+    p.add_argument("--strength", type=run_strength,
+                   help="λ (c for SI); 'auto': search on validation data; 'default': no search, the default committed for "
+                        "the benchmark and scenario, else the method's global one (default: the committed default, "
+                        "else a search; forgetless.defaults)")
     p.add_argument("--strength-grid", type=floats, help="values --strength auto tries, e.g. 1e2,1e3,1e4")
     p.add_argument("--iterations", type=positive_int, help="updates per task")
     p.add_argument("--batch-size", type=positive_int)
@@ -196,7 +204,10 @@ def grow(bar: Any) -> Callable[[int], None]:
 
 @contextmanager
 def progress_bars() -> Iterator[Callable[[str, int], Callable[[], None]]]:
-    """``progress(label, total)`` opens a bar (closing the previous one) and returns its per-step callback."""
+    """``progress(label, total)`` opens a bar (closing the previous one) and returns its per-step callback.
+    Logged lines (a search's notice, a diverged strength) are printed above the bar, not into it."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     bars: list[Any] = []
 
     def progress(label: str, total: int) -> Callable[[], None]:
@@ -209,7 +220,8 @@ def progress_bars() -> Iterator[Callable[[str, int], Callable[[], None]]]:
         return lambda: bar.update(1)
 
     try:
-        yield progress
+        with logging_redirect_tqdm():
+            yield progress
     finally:
         for bar in bars:
             bar.close()

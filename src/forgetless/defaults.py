@@ -1,4 +1,4 @@
-"""Default strengths per benchmark and scenario: THE table a run without ``--strength`` reads.
+"""Default strengths per benchmark and scenario: THE table, and THE rule, for a run without a strength.
 
 One global default per method (the constructor's, e.g. λ = 1000 for EWC) is wrong by orders of
 magnitude somewhere: on split MNIST Task-IL online EWC gets 0.925 average accuracy with λ = 1000 and
@@ -6,9 +6,12 @@ magnitude somewhere: on split MNIST Task-IL online EWC gets 0.925 average accura
 and method by a validation search that was run and committed: :data:`DEFAULTS` says, for each, the
 value, the committed files holding the search's validation scores, the command that ran it, and the
 settings it was searched with where they are not ``forgetless run``'s defaults. Where no search was
-committed the method's global default is used, and the run's report says so
-(:func:`forgetless.provenance.strength_source`). ``tests/test_defaults.py`` checks every row against
-its files: the value is the one with the best validation score there, under the settings stated.
+committed the run searches itself (:func:`resolve_strength` returns :data:`AUTO`: the method's grid on
+the first seed, scored on validation data, as ``--strength auto``), says so before it trains, and its
+report says why (:func:`forgetless.provenance.strength_source`). ``strength = "default"``
+(:data:`DEFAULT`) skips that search: the committed value, else the method's global default.
+``tests/test_defaults.py`` checks every row against its files: the value is the one with the best
+validation score there, under the settings stated.
 
 Example:
     >>> chosen = lookup("permuted-mnist", "domain", "online-ewc")
@@ -25,6 +28,8 @@ from typing import Any, Mapping
 from .methods import METHODS
 
 SEARCHES = "scripts/default-strengths.sh"
+AUTO = "auto"        # strength = "auto": search the method's grid on validation data (first seed)
+DEFAULT = "default"  # strength = "default": no search; the committed default, else the method's global default
 
 
 @dataclass(frozen=True)
@@ -109,14 +114,28 @@ def global_default(method: str) -> float | None:
     return METHODS[method].default_strength
 
 
-def default_strength(benchmark: str, scenario: str, method: str) -> float | None:
-    """The strength a run without ``--strength`` uses (None for methods without one: naive, joint).
+def resolve_strength(strength: float | str | None, benchmark: str, scenario: str, method: str,
+                     grid_given: bool = False) -> float | str | None:
+    """The strength a run trains with, from the one asked for: a number, or :data:`AUTO` where a
+    validation search is to choose it; None for methods without a strength (naive, joint).
+
+    A number or ``"auto"``: as asked. Not given (None): the committed default of :data:`DEFAULTS`, else
+    a search — also where a strength grid is given, which only a search uses. ``"default"``: never a
+    search: the committed default, else the method's global default.
 
     Example:
-        >>> default_strength("permuted-mnist", "domain", "ewc"), default_strength("permuted-mnist", "class", "ewc")
-        (100.0, 1000.0)
-        >>> default_strength("split-mnist", "task", "naive") is None
-        True
+        >>> resolve_strength(None, "split-mnist", "task", "ewc"), resolve_strength(None, "split-fashion", "class", "ewc")
+        (1000000.0, 'auto')
+        >>> resolve_strength("default", "split-fashion", "class", "ewc"), resolve_strength(5.0, "split-fashion", "class", "ewc")
+        (1000.0, 5.0)
+        >>> resolve_strength(None, "split-mnist", "task", "ewc", grid_given=True), resolve_strength(None, "split-mnist", "task", "naive")
+        ('auto', None)
     """
+    if not METHODS[method].has_strength:
+        return None
+    if strength not in (None, DEFAULT):
+        return strength
     chosen = lookup(benchmark, scenario, method)
+    if strength is None and (chosen is None or grid_given):
+        return AUTO
     return chosen.strength if chosen is not None else global_default(method)

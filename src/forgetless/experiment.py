@@ -3,19 +3,21 @@
 ``R[t, k]`` is the test accuracy on task k after training task t, ``L[t, k]`` the mean test loss there
 (nats per sample, or per byte for a language model; see :mod:`forgetless.metrics`).
 :func:`~forgetless.seed_run.run_seed` is one training run, a function of (config, benchmark, seed) alone;
-:func:`run_experiment` runs every seed (after the strength search of :mod:`forgetless.strength_run`)
-and returns the result's numbers.
+:func:`run_experiment` runs every seed (after the strength search of :mod:`forgetless.strength_run`,
+asked for, or run where no default strength is committed: then :func:`forgetless.provenance.search_notice`
+is logged as a warning first) and returns the result's numbers.
 Nothing here writes files: :mod:`forgetless.runs` does.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 import numpy as np
 
 from .benchmarks import Benchmark
 from .benchmarks.registry import BENCHMARKS
-from .provenance import sources, strength_source
+from .provenance import search_notice, sources, strength_source
 from .run_config import RunConfig
 from .seed_run import Progress, SeedRun, check_resources, run_seed
 from .stats import elementwise_over_seeds, over_seeds
@@ -24,6 +26,7 @@ from .strength_run import SCORES, choose_strength
 __all__ = ["run_experiment", "execute", "prepare", "benchmark_factory", "aggregate", "check_resources",
            "choose_strength", "run_seed", "Progress", "BenchmarkFactory", "SeedRun"]
 
+log = logging.getLogger(__name__)
 BenchmarkFactory = Callable[[int], Benchmark]         # seed -> the benchmark built with it
 SELECTION = "hyperparameters chosen on validation data held out of the training sets; accuracies are on the test sets"
 SELECTION_NONE = ("no validation split (valid_fraction = 0): trained on all training data with the hyperparameters "
@@ -38,6 +41,8 @@ def run_experiment(config: RunConfig, make_bench: BenchmarkFactory, progress: Pr
     search, curves = None, None
     runs: list[SeedRun] = []
     if config.auto:
+        if notice := search_notice(config):  # a search not asked for: said loudly, before it trains
+            log.warning(notice)
         search, first, curves = choose_strength(config, make_bench, progress, stack)
         runs.append(first)
         config = config.with_strength(search.best)

@@ -27,16 +27,17 @@ from typing import Any, Iterable, Mapping, Sequence
 from .benchmarks.defaults import Default
 from .benchmarks.registry import BENCHMARKS, benchmark_option_specs, model_option_specs
 from .config import ConfigError, coerce
-from .defaults import default_strength
+from .defaults import AUTO, DEFAULT, global_default, resolve_strength
 from .methods import METHODS
 from .options import Option
 from .strength import check_grid
 
-AUTO = "auto"  # strength = "auto": search the method's grid on validation data
 # forgetless's protocol defaults, for benchmarks without their own (benchmarks/defaults.py)
 PROTOCOL: dict[str, Any] = {"iterations": 2000, "batch_size": 128, "lr": 1e-3, "reset_optimizer": True}
 NO_VALIDATION = ("strength 'auto' chooses the strength on validation data, but valid_fraction = 0 holds none out: "
                  "give the strength (e.g. --strength 1e6), or a valid_fraction > 0")
+NO_DEFAULT = ("no default strength is committed for {m} on {b}/{s} (forgetless.defaults) and valid_fraction = 0 holds no "
+              "validation data to search one: give the strength (e.g. --strength 1e6), or --strength default ({m}'s global one, {g:g})")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ class RunConfig:
 
     The method's, benchmark's and model's options are in ``options`` (as given) and read as
     attributes too, with their defaults. A field left None takes the benchmark's default, else
-    forgetless's (:data:`PROTOCOL`; the scenario: the benchmark's first).
+    forgetless's (:data:`PROTOCOL`; the scenario: the benchmark's first; the strength: the committed
+    default, else a validation search, :func:`~forgetless.defaults.resolve_strength`, as on the command line).
 
     Example:
         >>> c = RunConfig(benchmark="permuted-mnist", scenario="domain", method="online-ewc", options={"decay": 0.9})
@@ -60,7 +62,7 @@ class RunConfig:
     scenario: str | None = None          # None: the benchmark's first scenario (split MNIST: task)
     method: str = "ewc"
     seeds: tuple[int, ...] = (0,)
-    strength: float | str | None = None  # λ (c for SI), or "auto"; None: the benchmark's, else the method's default
+    strength: float | str | None = None  # λ (c for SI), "auto" or "default"; None: see defaults.resolve_strength
     strength_grid: tuple[float, ...] | None = None  # values `--strength auto` tries; None: the benchmark's, else the method's
     iterations: int | None = None        # mini-batch updates per task; None: the benchmark's default, else PROTOCOL's
     batch_size: int | None = None
@@ -83,11 +85,10 @@ class RunConfig:
             if getattr(self, name) is None:
                 default = entry.defaults.setting(name)
                 object.__setattr__(self, name, value if default is None else default.value)
-        scenarios = entry.scenarios
-        if self.scenario not in scenarios:
+        if self.scenario not in entry.scenarios:
             if self.scenario not in ("task", "domain", "class"):
                 _choice("scenario", self.scenario, ("task", "domain", "class"))
-            raise ValueError(f"{self.benchmark} has only the {', '.join(scenarios)} scenario")
+            raise ValueError(f"{self.benchmark} has only the {', '.join(entry.scenarios)} scenario")
         if not self.seeds:
             raise ValueError("seeds: give at least one seed")
         repeated = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
@@ -97,8 +98,8 @@ class RunConfig:
         for name in ("strength", "strength_grid"):
             if getattr(self, name) is not None and not method.has_strength:
                 raise ValueError(f"method {self.method} takes no {name.replace('_', ' ')}")
-        if isinstance(self.strength, str) and self.strength != AUTO:
-            raise ValueError(f"strength must be a number >= 0 or 'auto', got {self.strength!r}")
+        if isinstance(self.strength, str) and self.strength not in (AUTO, DEFAULT):
+            raise ValueError(f"strength must be a number >= 0, 'auto' or 'default', got {self.strength!r}")
         if isinstance(self.strength, (int, float)) and not 0 <= self.strength < math.inf:
             raise ValueError(f"strength must be a finite number >= 0, got {self.strength}")
         if self.strength_grid is not None:
@@ -110,7 +111,8 @@ class RunConfig:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         object.__setattr__(self, "options", self._checked_options())
         if self.auto and self.benchmark_options().get("valid_fraction") == 0:
-            raise ValueError(NO_VALIDATION)
+            raise ValueError(NO_VALIDATION if self.strength == AUTO else NO_DEFAULT.format(
+                m=self.method, b=self.benchmark, s=self.scenario, g=global_default(self.method)))
         # The method checks its own values (e.g. decay in [0, 1], damping finite): build it once now.
         method.build(None if self.auto else self.resolved_strength, self.method_options(), seed=0)
 
@@ -145,15 +147,15 @@ class RunConfig:
 
     @property
     def auto(self) -> bool:
-        return self.strength == AUTO
+        """Whether a validation search chooses the strength: asked for ("auto"), or none given and none committed."""
+        return self.resolved_strength == AUTO
 
     @property
     def resolved_strength(self) -> float | str | None:
         """The strength trained with ("auto" until a search replaces it); None for naive and joint.
-        Not given: the default chosen for this benchmark, scenario and method (:mod:`forgetless.defaults`)."""
-        if self.strength is not None:
-            return self.strength
-        return default_strength(self.benchmark, self.scenario, self.method)
+        Not given: the default committed for this benchmark, scenario and method, else "auto"
+        (:func:`forgetless.defaults.resolve_strength`, the one rule for the CLI and the Python API)."""
+        return resolve_strength(self.strength, self.benchmark, self.scenario, self.method, self.strength_grid is not None)
 
     @property
     def search_grid(self) -> tuple[float, ...]:

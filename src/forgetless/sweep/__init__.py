@@ -34,8 +34,9 @@ Rules (all checked, with the valid choices in the message, before anything runs)
   benchmarks' builders, so it cannot drift from them); an axis no run of the sweep takes is an
   error, and so is a ``[base]`` setting none takes (one some take applies to those only);
 - ``strength_by_method`` keys must be methods of the sweep that have a strength; a method listed
-  there takes its own strengths, the others ``grid.strength`` (or ``base.strength``, or the
-  default chosen for their benchmark and scenario, :mod:`forgetless.defaults`);
+  there takes its own strengths, the others ``grid.strength`` (or ``base.strength``, else
+  ``"default"``: the default committed for their benchmark and scenario, else the method's global
+  default, :mod:`forgetless.defaults` — a sweep never starts a search of its own);
 - ``seeds`` (in ``grid`` or ``base``) always means one run per seed; ``strength = "auto"`` is not
   supported: the sweep is the search.
 

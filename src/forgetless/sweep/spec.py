@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..config import ConfigError, coerce, read_config_file
+from ..defaults import DEFAULT
 from ..methods import METHODS
 from ..run_config import RunConfig, applicable, check_used, run_config, setting_names, setting_type, takes
 
@@ -233,7 +234,8 @@ def expand(spec: SweepSpec, data_fingerprints: Mapping[str, str] | None = None,
             for values in itertools.product(*axes.values()):
                 varying = fixed_head | dict(zip(axes, values))
                 for seed in seeds:
-                    settings = dict(base) | varying | {"method": method, "seeds": (seed,)}
+                    # no strength given: "default" (the committed one, else the method's), never a search: the sweep is the search
+                    settings = {"strength": DEFAULT} | dict(base) | varying | {"method": method, "seeds": (seed,)}
                     label = " ".join([method, *(f"{k}={show(v)}" for k, v in varying.items()), f"seed {seed}"])
                     try:
                         config = run_config(applicable(settings, method, benchmark) if known else settings)
