@@ -9,7 +9,8 @@
 # the script resumes; one process, niced (the machine is shared).
 #
 # `verify` checks a default once it is in src/forgetless/defaults.py: `forgetless run` with no --strength
-# (so the run uses the default and says so in result.json's strength_source) on other seeds than the
+# (so the run uses the default and says so in result.json's strength_source; without the row it would
+# search instead, and say so) on other seeds than the
 # search's (VERIFY_SEEDS, 7-8 unless set; no test names them), its result.json copied to
 # results/default-strengths/verify-<benchmark>-<scenario>_<method>.json (tests/test_defaults.py reads it).
 #
