@@ -143,9 +143,10 @@ def test_benchmark_defaults_apply_to_the_runs_that_take_them():
     assert (given.iterations, given.estimator) == (7, "empirical")
     assert sources(given)["iterations"] == sources(given)["estimator"] == "given"
     assert sources(given)["batch_size"].startswith("prose-code's default: ")
-    # other benchmarks keep forgetless's defaults, and say so (split Fashion-MNIST has no committed strength search)
+    # other benchmarks keep forgetless's defaults, and say so (split Fashion-MNIST has no committed strength search:
+    # its strength is searched, forgetless.defaults.resolve_strength)
     mnist = RunConfig(benchmark="split-fashion", method="ewc")
-    assert (mnist.iterations, mnist.batch_size, mnist.lr, mnist.estimator, mnist.resolved_strength) == (2000, 128, 1e-3, "exact", 1000.0)
+    assert (mnist.iterations, mnist.batch_size, mnist.lr, mnist.estimator, mnist.resolved_strength) == (2000, 128, 1e-3, "exact", "auto")
     assert sources(mnist)["iterations"] == "forgetless's default (run_config.PROTOCOL)"
     assert sources(mnist)["estimator"] == "EWC's default"
     assert "strength" not in sources(mnist)   # the strength's source is strength_source's (forgetless.defaults)

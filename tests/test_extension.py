@@ -94,11 +94,13 @@ def test_a_new_regularizer_is_its_class_and_one_line(with_shrink, data_dir, tmp_
     result = _result(out)
     assert result["config"]["pull"] == 3.0 and result["strength_search"]["grid"] == [0.1, 1.0]
     assert "--pull" in build_parser()._subparsers._group_actions[0].choices["run"].format_help()
-    # its variant: the class with an option fixed (and recorded)
-    assert main(["run", "--method", "shrink-double", "--data-dir", str(data_dir), "--out", str(tmp_path / "d"), *FAST]) == 0
+    # its variant: the class with an option fixed (and recorded); --strength default: its own default strength
+    assert main(["run", "--method", "shrink-double", "--strength", "default", "--data-dir", str(data_dir),
+                 "--out", str(tmp_path / "d"), *FAST]) == 0
     assert _result(tmp_path / "d")["config"]["pull"] == 2.0 and _result(tmp_path / "d")["config"]["strength"] == 0.5
     # a variant with its own default for an option that stays a setting, its own default strength and grid
-    assert main(["run", "--method", "shrink-far", "--data-dir", str(data_dir), "--out", str(tmp_path / "f"), *FAST]) == 0
+    assert main(["run", "--method", "shrink-far", "--strength", "default", "--data-dir", str(data_dir),
+                 "--out", str(tmp_path / "f"), *FAST]) == 0
     assert _result(tmp_path / "f")["config"]["pull"] == 3.0 and _result(tmp_path / "f")["config"]["strength"] == 50.0
     assert main(["run", "--method", "shrink-far", "--pull", "1", "--strength", "auto", "--data-dir", str(data_dir),
                  "--out", str(tmp_path / "fa"), *FAST]) == 0
@@ -114,8 +116,8 @@ def test_a_new_regularizer_is_its_class_and_one_line(with_shrink, data_dir, tmp_
 def test_a_new_benchmark_is_its_builder_and_one_entry(monkeypatch, data_dir, tmp_path, capsys):
     monkeypatch.setitem(registry.BENCHMARKS, "two-tasks", registry.Entry(two_tasks, "mnist"))
     out = tmp_path / "two"
-    argv = ["run", "--benchmark", "two-tasks", "--scenario", "class", "--method", "ewc", "--swap", "--iterations", "5",
-            "--hidden", "16", "--data-dir", str(data_dir), "--out", str(out)]
+    argv = ["run", "--benchmark", "two-tasks", "--scenario", "class", "--method", "ewc", "--strength", "100", "--swap",
+            "--iterations", "5", "--hidden", "16", "--data-dir", str(data_dir), "--out", str(out)]
     assert main(argv) == 0
     result = _result(out)
     assert result["task_names"] == ["2-3", "0-1"] and result["config"]["swap"] is True

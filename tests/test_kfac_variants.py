@@ -76,7 +76,8 @@ def test_state_files_of_the_variants_round_trip(name, tmp_path):
 
 def test_run_ewc_kfac_records_its_settings_and_what_its_state_costs(data_dir, tmp_path, capsys):
     out = tmp_path / "kfac"
-    assert main(["run", "--method", "ewc-kfac", "--data-dir", str(data_dir), "--out", str(out), *FAST]) == 0
+    # --strength default: the variant's own default strength (no default is committed for split-mnist/domain)
+    assert main(["run", "--method", "ewc-kfac", "--strength", "default", "--data-dir", str(data_dir), "--out", str(out), *FAST]) == 0
     result = json.loads((out / "result.json").read_text())
     config = result["config"]
     assert (config["method"], config["structure"], config["kfac_damping"], config["strength"]) == ("ewc-kfac", "kfac", 0.3, 31.6)
@@ -88,7 +89,7 @@ def test_run_ewc_kfac_records_its_settings_and_what_its_state_costs(data_dir, tm
     assert "The method's state after the last task: " in (out / "report.md").read_text()
     # the damping is a setting (given, recorded); the structure is the variant's, not a setting
     damped = tmp_path / "damped"
-    assert main(["run", "--method", "ewc-kfac", "--kfac-damping", "0.01", "--data-dir", str(data_dir),
+    assert main(["run", "--method", "ewc-kfac", "--kfac-damping", "0.01", "--strength", "31.6", "--data-dir", str(data_dir),
                  "--out", str(damped), *FAST]) == 0
     assert json.loads((damped / "result.json").read_text())["config"]["kfac_damping"] == 0.01
     capsys.readouterr()
@@ -114,8 +115,9 @@ def test_strength_auto_searches_the_variants_own_grid(data_dir, tmp_path):
 
 def test_compare_runs_the_variants_beside_diagonal_ewc(data_dir, tmp_path):
     out = tmp_path / "cmp"
-    assert main(["compare", "--methods", "ewc,ewc-kfac,online-ewc-kfac", "--data-dir", str(data_dir), "--out", str(out),
-                 *FAST]) == 0
+    # --strength default: each method its own default strength (none is committed for split-mnist/domain)
+    assert main(["compare", "--methods", "ewc,ewc-kfac,online-ewc-kfac", "--strength", "default", "--data-dir", str(data_dir),
+                 "--out", str(out), *FAST]) == 0
     table = (out / "compare.md").read_text()
     assert all(f"| {m} |" in table for m in ("ewc", "ewc-kfac", "online-ewc-kfac"))
     configs = {m: json.loads((out / m / "result.json").read_text())["config"] for m in ("ewc", "ewc-kfac", "online-ewc-kfac")}
