@@ -202,7 +202,8 @@ class Regularizer:
         The update is the same up to float rounding; what you give up is the penalty's value in the
         loss (log ``penalty(model).detach()`` if you want it). It is the one place a regularizer
         writes ``.grad``, which is why it is not the default: on the seed net (784-128-5) a step with
-        it costs 1.13x a plain step, against 1.40x through autograd (``bench/bench_penalty.py``).
+        it cost 1.15x a plain step at 2 threads (1.17x at 1), against 1.40x through autograd
+        (``bench/bench_penalty.py --networks seed --sections 2``, quiet machine).
         Offered where the penalty is a diagonal quadratic (:meth:`quadratic`); a NotImplementedError
         otherwise (K-FAC terms).
         """
