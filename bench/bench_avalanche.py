@@ -1,6 +1,6 @@
 """The post's two-task run (even digits, then odd) in forgetless and in Avalanche 0.6, side by side.
 
-    python bench/bench_avalanche.py [--rounds R] [--rows naive,ewc,ewc-exact] [--epochs E]
+    python bench/bench_avalanche.py [--rounds R] [--rows naive,ewc,ewc-fused,ewc-exact] [--epochs E]
                                     [--strength λ] [--exact-strength λ] [--threads T] [--seed S]
 
 Avalanche is not a dependency of forgetless: run this from a virtual environment that has both (see
@@ -25,7 +25,9 @@ Rows:
     averaged over batches; that is forgetless's ``estimator="batched"``, which this row uses, given the
     same in-order batches. Avalanche's penalty is λ_av·Σ F (θ−θ*)², forgetless's (λ/2)·Σ F (θ−θ*)²:
     Avalanche gets ``ewc_lambda = λ/2``. Both consolidate after task B too (Avalanche always does; the
-    README's loop does).
+    README's loop does). Avalanche keeps one term per experience where forgetless folds them: with two
+    tasks the penalty on B has one term either way. Before the rounds the script computes both Fishers
+    of task A on one model and prints their largest difference (measured: 0, bit for bit).
   * ``ewc-fused``: ``ewc`` with forgetless's opt-in fused penalty (``reg.add_penalty_gradient_(model)``
     after the backward instead of the penalty in the loss; the README's loop, written out here), timed
     against the same round's Avalanche ``ewc``.
@@ -35,7 +37,8 @@ Rows:
 Rounds are interleaved (each round runs every row in both libraries, the library order alternating
 between rounds); the ratios are Avalanche's time / forgetless's, per round and their median. Test
 accuracies on A and B after task B are printed for both (forgetless's ``accuracy`` on both models), so
-a reader sees the same work was done; shuffling and dropout masks differ, so they agree only roughly.
+a reader sees the same work was done; shuffling and dropout masks differ, so they agree only roughly
+(every run starts from the same global seed, so each library repeats its own accuracies every round).
 Target (issue 14): the two-task EWC run >= 3x faster than in Avalanche 0.6.
 """
 from __future__ import annotations
