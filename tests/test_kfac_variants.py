@@ -11,6 +11,7 @@ import torch
 
 import forgetless
 from forgetless.cli import main
+from forgetless.defaults import lookup
 from forgetless.methods import METHODS, methods_of
 from forgetless.regularizers import EWC
 from forgetless.regularizers.base import Variant
@@ -115,13 +116,15 @@ def test_strength_auto_searches_the_variants_own_grid(data_dir, tmp_path):
 
 def test_compare_runs_the_variants_beside_diagonal_ewc(data_dir, tmp_path):
     out = tmp_path / "cmp"
-    # --strength default: each method its own default strength (none is committed for split-mnist/domain)
+    # --strength default: no search; EWC takes its committed split-mnist/domain default, the K-FAC variants
+    # (none committed there) their own global default
     assert main(["compare", "--methods", "ewc,ewc-kfac,online-ewc-kfac", "--strength", "default", "--data-dir", str(data_dir),
                  "--out", str(out), *FAST]) == 0
     table = (out / "compare.md").read_text()
     assert all(f"| {m} |" in table for m in ("ewc", "ewc-kfac", "online-ewc-kfac"))
     configs = {m: json.loads((out / m / "result.json").read_text())["config"] for m in ("ewc", "ewc-kfac", "online-ewc-kfac")}
-    assert configs["ewc"]["structure"] == "diagonal" and configs["ewc"]["strength"] == 1000.0
+    assert configs["ewc"]["structure"] == "diagonal" and configs["ewc"]["strength"] == lookup("split-mnist", "domain", "ewc").strength
+    assert lookup("split-mnist", "domain", "ewc-kfac") is None and lookup("split-mnist", "domain", "online-ewc-kfac") is None
     assert {configs[m]["structure"] for m in ("ewc-kfac", "online-ewc-kfac")} == {"kfac"}
     assert configs["online-ewc-kfac"]["factor_sum"] == "merged" and configs["ewc-kfac"]["strength"] == 31.6
 
