@@ -193,10 +193,11 @@ def test_compare_searches_only_the_methods_without_a_committed_default(data_dir,
 
 def test_without_validation_data_a_missing_default_is_an_error_before_anything_runs(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["run", "--benchmark", "split-mnist", "--scenario", "domain", "--method", "mas", "--valid-fraction", "0",
+    assert lookup("split-mnist", "domain", "ewc-kfac") is None  # a combination without a committed row
+    assert main(["run", "--benchmark", "split-mnist", "--scenario", "domain", "--method", "ewc-kfac", "--valid-fraction", "0",
                  "--data-dir", str(data_dir), "--out", str(out), *FAST]) == 2
     err = capsys.readouterr().err
-    assert "no default strength is committed for mas on split-mnist/domain" in err and "--strength default" in err
+    assert "no default strength is committed for ewc-kfac on split-mnist/domain" in err and "--strength default" in err
     assert not out.exists()
 
 
