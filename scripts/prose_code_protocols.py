@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--method", default="naive", help="naive, joint or a regularizer (ewc, ewc-kfac, …)")
+    r.add_argument("--method", default="naive", choices=tuple(METHODS),
+                   help="naive, joint or a regularizer (ewc, ewc-kfac, …)")
     r.add_argument("--strength", type=float, default=None)
     r.add_argument("--a-iters", type=int, default=2000)
     r.add_argument("--b-iters", type=int, default=2000)
