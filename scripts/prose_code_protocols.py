@@ -19,6 +19,7 @@ prose's training windows with prose-code's Fisher settings (``sampled``, 512 win
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import re
@@ -27,11 +28,13 @@ from pathlib import Path
 
 import torch
 
-from forgetless.benchmarks.registry import make_benchmark, make_model
+from forgetless.benchmarks.registry import make_benchmark
 from forgetless.data.text import load_prose_code
+from forgetless.files import write_atomic
 from forgetless.methods import METHODS
 from forgetless.run_config import RunConfig
-from forgetless.training import accuracy_and_loss, adam, train_joint, train_task
+from forgetless.seed_run import evaluate, new_model
+from forgetless.training import adam, train_joint, train_task
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "prose-code" / "protocols"
@@ -51,17 +54,17 @@ def schedule(optimizer: torch.optim.Optimizer, steps: int, warmup: int, cosine: 
 
 
 def losses(model, bench) -> dict[str, float]:
-    return {f"{split}_{task.name}": round(accuracy_and_loss(model, getattr(task, split))[1], 4)
-            for split in ("valid", "test") for task in bench.tasks}
+    return {f"{split}_{task.name}": round(loss, 4) for split in ("valid", "test")
+            for task, loss in zip(bench.tasks, evaluate(model, bench, len(bench.tasks) - 1, split)[1])}
 
 
 def run(a: argparse.Namespace) -> dict:
     torch.set_num_threads(1)
     bench = make_benchmark("prose-code", load_prose_code(), scenario="domain", seed=a.seed)
     prose, code = bench.tasks
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(a.seed)
-        model = make_model("prose-code", bench, seed=a.seed, **({"width": a.width} if a.width else {}))
+    options = {k: v for k, v in (("estimator", a.estimator), ("fisher_samples", a.fisher_samples), ("width", a.width)) if v}
+    config = RunConfig(benchmark="prose-code", method=a.method, strength=a.strength, options=options)
+    model = new_model(config, bench, a.seed)
     generator = torch.Generator().manual_seed(a.seed)
     cosine = a.schedule == "cosine"
     cache = a.cache / f"A-s{a.seed}-i{a.a_iters}-lr{a.lr_a}-{a.schedule}-w{a.width}.pt"
@@ -77,9 +80,9 @@ def run(a: argparse.Namespace) -> dict:
                    on_step=schedule(optimizer, a.a_iters, 0, cosine))
         after_a = losses(model, bench)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": model.state_dict(), "generator": generator.get_state(), "losses": after_a},
-                   cache.with_suffix(".tmp"))
-        cache.with_suffix(".tmp").replace(cache)
+        buffer = io.BytesIO()
+        torch.save({"model": model.state_dict(), "generator": generator.get_state(), "losses": after_a}, buffer)
+        write_atomic(cache, buffer.getvalue())
     for name, parameter in model.named_parameters():
         if a.freeze and re.search(a.freeze, name):
             parameter.requires_grad_(False)  # no gradient: Adam leaves it where A put it
@@ -92,9 +95,7 @@ def run(a: argparse.Namespace) -> dict:
                     optimizer=optimizer, generator=generator, on_step=on_step)
     else:
         reg = None
-        if a.method != "naive":
-            options = {k: v for k, v in (("estimator", a.estimator), ("fisher_samples", a.fisher_samples)) if v}
-            config = RunConfig(benchmark="prose-code", method=a.method, strength=a.strength, options=options)
+        if METHODS[a.method].has_strength:
             reg = METHODS[a.method].build(a.strength, config.method_options(), a.seed)
             reg.consolidate(model, (prose.train.x, prose.train.y))
         train_task(model, code.train, steps=a.b_iters, batch_size=BATCH, optimizer=optimizer, generator=generator,
